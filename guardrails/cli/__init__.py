@@ -1,0 +1,17 @@
+"""The ``guardrails`` command line: one Typer app, with one module per command group.
+
+Command modules attach their commands to the apps in `guardrails.cli.app` when imported
+here. They import heavy dependencies (torch) inside the commands, so ``guardrails --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+from guardrails.cli.app import app, main
+
+# --- command modules: importing one registers its commands (one line each; keep sorted) ---
+from guardrails.cli import audit_commands as _audit_commands  # noqa: F401, E402
+from guardrails.cli import check_commands as _check_commands  # noqa: F401, E402
+from guardrails.cli import policy_commands as _policy_commands  # noqa: F401, E402
+
+__all__ = ["app", "main"]

@@ -1,0 +1,17 @@
+"""Generators: the protocol the guard wraps, the built-in MoE model and adapters."""
+
+from guardrails.generators.protocol import (
+    AsyncGenerator,
+    AsyncStreamingGenerator,
+    Generator,
+    ModelGenerator,
+    StreamingGenerator,
+)
+
+__all__ = [
+    "AsyncGenerator",
+    "AsyncStreamingGenerator",
+    "Generator",
+    "ModelGenerator",
+    "StreamingGenerator",
+]
