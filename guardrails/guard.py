@@ -1,0 +1,676 @@
+"""The guard: the pipeline every call passes through, and the wrappers around generators.
+
+``check`` runs one stage (normalize → rules → classifier → merge) and returns a `Verdict`.
+``wrap`` (or ``@guard``) puts a generator behind both stages: the prompt is checked before the
+generator is called (a block means it is never called), the output after, streams chunk by
+chunk through a `StreamChecker`; every call then becomes one audit event, committed before
+the call returns when an audit store is configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import hashlib
+import inspect
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
+
+import structlog
+
+from guardrails.decision import (
+    Action,
+    Finding,
+    Severity,
+    Span,
+    Stage,
+    Verdict,
+    apply_redactions,
+    merge_action,
+)
+from guardrails.exceptions import AuditUnavailable, Blocked, GeneratorError, GuardInputError
+from guardrails.logs import get_logger
+from guardrails.policy import AuditStorage, Mode, OnError, Policy, Rule, load_policy
+from guardrails.rules import RuleEngine
+from guardrails.streaming import StreamChecker
+
+if TYPE_CHECKING:
+    from audit import AuditEvent
+
+log = get_logger("guardrails.guard")
+
+OnBlock = Literal["raise", "refuse"]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Scorer(Protocol):
+    """**Protocol:** a safety classifier as the guard uses it (see `guardrails.classifier`)."""
+
+    @property
+    def thresholds(self) -> Mapping[str, float]: ...
+
+    def score(self, texts: Sequence[str], /) -> list[dict[str, float]]: ...
+
+
+class AuditSink(Protocol):
+    """**Protocol:** where audit events go; `audit.AuditWriter` is the real one.
+
+    ``write`` must return only after the event is durable and raise when it is not.
+    """
+
+    def write(self, event: AuditEvent, /) -> object: ...
+
+    async def write_async(self, event: AuditEvent, /) -> object: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Who is calling, as the audit log records it. Set with `guard_context`."""
+
+    request_id: str | None = None
+    tenant: str | None = None
+    user: str | None = None
+    model: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+_CONTEXT: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
+    "guardrails_call_context", default=None
+)
+
+
+@contextlib.contextmanager
+def guard_context(
+    *,
+    request_id: str | None = None,
+    tenant: str | None = None,
+    user: str | None = None,
+    model: str | None = None,
+    **metadata: Any,
+) -> Iterator[CallContext]:
+    """Attach caller context to every guarded call made inside the ``with`` block.
+
+    Works across threads started inside it only if they copy the context (contextvars).
+    """
+    context = CallContext(request_id, tenant, user, model, metadata)
+    token = _CONTEXT.set(context)
+    try:
+        yield context
+    finally:
+        _CONTEXT.reset(token)
+
+
+def _as_text(value: object, what: str) -> str:
+    """Accept ``str`` or UTF-8 ``bytes``; anything else is a `GuardInputError`."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise GuardInputError(f"{what} is not valid UTF-8: {exc.reason} at byte {exc.start}") from None
+    raise GuardInputError(f"{what} must be str or UTF-8 bytes, got {type(value).__name__}")
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(slots=True)
+class _Call:
+    """The state of one guarded call, gathered for its audit event."""
+
+    context: CallContext
+    request_id: str
+    started: float
+    prompt: str = ""
+    input_verdict: Verdict | None = None
+    output_raw: str | None = None
+    output_verdict: Verdict | None = None
+    error: str | None = None
+    streamed: bool = False
+    released_chars: int | None = None
+    extra_findings: list[Finding] = field(default_factory=list)
+
+
+class Guard:
+    """A policy, its compiled rules, an optional classifier and an optional audit sink.
+
+    Build one with `Guard.from_policy`; it is thread-safe and meant to live as long as the
+    process (or until `close`).
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        audit: AuditSink | None = None,
+        classifier: Scorer | None = None,
+        on_block: OnBlock = "raise",
+        model: str | None = None,
+    ) -> None:
+        self.policy = policy
+        self.engine = RuleEngine(policy)
+        self.audit = audit
+        self.on_block: OnBlock = on_block
+        self.model = model
+        self._classifier = classifier
+        self._classifier_lock = threading.Lock()
+        self._classifier_rules: dict[Stage, list[Rule]] = {stage: [] for stage in Stage}
+        if policy.settings.classifier.enabled:
+            for rule in policy.rules:
+                if rule.enabled and rule.classifier is not None:
+                    for stage in rule.applies_to:
+                        self._classifier_rules[stage].append(rule)
+        self._unwritten: deque[AuditEvent] = deque()
+        self._unwritten_lock = threading.Lock()
+        self._closers: list[Callable[[], None]] = []
+
+    # --- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def from_policy(
+        cls,
+        policy: str | Path | Policy | None = None,
+        *,
+        audit: str | AuditSink | None = None,
+        hmac_key: bytes | None = None,
+        classifier: Scorer | None = None,
+        on_block: OnBlock = "raise",
+        model: str | None = None,
+    ) -> Guard:
+        """A guard for ``policy`` (a path, a shipped pack name, a `Policy`, or ``None`` for
+        the shipped default).
+
+        Args:
+            audit: a database URL (the schema is created or upgraded), an `AuditSink`, or
+                ``None`` for no audit log.
+            hmac_key: key the audit hash chain with HMAC-SHA256.
+            classifier: a scorer to use instead of loading ``settings.classifier.model``.
+            on_block: ``raise`` `Blocked`, or ``refuse`` by returning the policy's refusal.
+            model: the model name audited for calls that do not set one.
+        """
+        loaded = policy if isinstance(policy, Policy) else load_policy(policy)
+        closers: list[Callable[[], None]] = []
+        sink: AuditSink | None
+        if isinstance(audit, str):
+            from audit import AuditStore
+
+            store = AuditStore(audit, hmac_key=hmac_key, auto_upgrade=True)
+            store.record_policy(loaded.digest, loaded.name, loaded.version, loaded.source)
+            writer = store.writer()
+            sink = writer
+            closers = [writer.close, store.close]
+        else:
+            sink = audit
+        guard = cls(loaded, audit=sink, classifier=classifier, on_block=on_block, model=model)
+        guard._closers = closers
+        return guard
+
+    def close(self) -> None:
+        """Flush audit events still waiting for a retry, then close what the guard opened."""
+        self._retry_unwritten()
+        for closer in self._closers:
+            closer()
+        self._closers = []
+
+    def __enter__(self) -> Guard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- checking ------------------------------------------------------------------------------
+
+    def check(self, text: str | bytes, stage: Stage | str = Stage.INPUT) -> Verdict:
+        """Check ``text`` at ``stage`` and return the verdict (never raises on a block).
+
+        Raises:
+            GuardInputError: ``text`` is not a str or UTF-8 bytes.
+        """
+        value = _as_text(text, "text")
+        return self._check(value, Stage(stage))
+
+    def _check(self, text: str, stage: Stage) -> Verdict:
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        findings = self._findings(text, stage, timings)
+        action = merge_action(findings)
+        redacted = apply_redactions(text, findings)
+        timings["total"] = (time.perf_counter() - started) * 1000
+        return Verdict(stage, action, tuple(findings), redacted, self.policy.ref, timings)
+
+    def _findings(self, text: str, stage: Stage, timings: dict[str, float], *, partial: bool = False) -> list[Finding]:
+        limit = self.policy.settings.max_input_chars
+        if len(text) > limit:
+            return [
+                Finding(
+                    rule_id="max_chars",
+                    category="limit",
+                    action=Action.BLOCK,
+                    severity=Severity.MEDIUM,
+                    span=None,
+                    message=f"{stage.value} is {len(text):,} characters; the policy allows {limit:,}",
+                )
+            ]
+        t0 = time.perf_counter()
+        findings = self.engine.scan(text, stage).findings if not partial else []
+        timings["rules"] = (time.perf_counter() - t0) * 1000
+        if self._classifier_rules[stage] and text.strip():
+            t1 = time.perf_counter()
+            findings.extend(self._classify(text, stage))
+            timings["classifier"] = (time.perf_counter() - t1) * 1000
+        return findings
+
+    def _scorer(self) -> Scorer:
+        with self._classifier_lock:
+            if self._classifier is None:
+                from guardrails.classifier import load_classifier
+
+                self._classifier = cast(Scorer, load_classifier(self.policy.settings.classifier.model))
+            return self._classifier
+
+    def _classify(self, text: str, stage: Stage) -> list[Finding]:
+        rules = self._classifier_rules[stage]
+        try:
+            scorer = self._scorer()
+            scores = scorer.score([text])[0]
+            thresholds = scorer.thresholds
+        except Exception as exc:
+            log.error("classifier_failed", error=repr(exc))
+            return [self.engine.error_finding("classifier", f"classifier failed: {exc!r}")]
+        findings: list[Finding] = []
+        mode = self.policy.settings.mode
+        for rule in rules:
+            match = rule.classifier
+            assert match is not None
+            score = scores.get(match.category)
+            if score is None:
+                findings.append(self.engine.error_finding(rule.id, f"classifier has no category {match.category!r}"))
+                continue
+            threshold = match.threshold if match.threshold is not None else thresholds.get(match.category, 0.5)
+            if score >= threshold:
+                findings.append(
+                    Finding(
+                        rule_id=rule.id,
+                        category=rule.category,
+                        action=rule.action,
+                        severity=rule.severity,
+                        span=Span(0, len(text)) if rule.action is Action.REDACT else None,
+                        score=round(score, 4),
+                        message=rule.message,
+                        replacement=rule.redaction,
+                        shadow=(rule.mode or mode) is Mode.SHADOW,
+                    )
+                )
+        return findings
+
+    def stream_checker(self, stage: Stage | str = Stage.OUTPUT) -> StreamChecker:
+        """A checker for one stream of output chunks (see `guardrails.streaming`)."""
+        checked_stage = Stage(stage)
+
+        def scan(window: str, final: bool) -> tuple[list[Finding], list[int]]:
+            if len(window) > self.policy.settings.max_input_chars:
+                return self._findings(window, checked_stage, {}), []
+            result = self.engine.scan(window, checked_stage, partial=not final)
+            findings = result.findings
+            if final and self._classifier_rules[checked_stage] and window.strip():
+                findings.extend(self._classify(window, checked_stage))
+            return findings, result.holds
+
+        return StreamChecker(
+            scan=scan,
+            policy=self.policy.ref,
+            holdback=self.policy.settings.stream_holdback_chars,
+            stage=checked_stage,
+        )
+
+    # --- wrapping --------------------------------------------------------------------------------
+
+    def __call__(self, fn: F) -> F:
+        """Use the guard as a decorator: ``@guard`` wraps the generator function below it."""
+        return self.wrap(fn)
+
+    def wrap(self, fn: F, *, on_block: OnBlock | None = None, model: str | None = None) -> F:
+        """Put ``fn`` behind the guard.
+
+        ``fn(prompt, **options)`` may return a str, an iterator of str chunks, or be
+        ``async`` (returning a str) or an async generator (yielding chunks). The wrapper has
+        the same shape. The prompt must be the first positional argument.
+
+        Args:
+            on_block: override the guard's ``raise``/``refuse`` choice for this function.
+            model: the model name audited for this function's calls.
+        """
+        block_mode: OnBlock = on_block or self.on_block
+        model_name = model or self.model or getattr(fn, "__name__", None)
+        call_target = getattr(fn, "__call__", None)
+        if inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(call_target):
+
+            @functools.wraps(fn)
+            def async_stream_wrapper(prompt: Any, /, *args: Any, **kwargs: Any) -> AsyncIterator[str]:
+                return self._astream(fn, prompt, args, kwargs, block_mode, model_name)
+
+            return cast(F, async_stream_wrapper)
+        if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call_target):
+
+            @functools.wraps(fn)
+            async def async_wrapper(prompt: Any, /, *args: Any, **kwargs: Any) -> Any:
+                return await self._acall(fn, prompt, args, kwargs, block_mode, model_name)
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(fn)
+        def sync_wrapper(prompt: Any, /, *args: Any, **kwargs: Any) -> Any:
+            return self._call(fn, prompt, args, kwargs, block_mode, model_name)
+
+        return cast(F, sync_wrapper)
+
+    # --- the call paths ---------------------------------------------------------------------------
+
+    def _begin(self, prompt: object, model_name: str | None) -> tuple[_Call, str | None]:
+        context = _CONTEXT.get() or CallContext()
+        if context.model is None and model_name is not None:
+            context = replace(context, model=model_name)
+        request_id = context.request_id or uuid.uuid4().hex
+        call = _Call(context=context, request_id=request_id, started=time.perf_counter())
+        try:
+            call.prompt = _as_text(prompt, "prompt")
+        except GuardInputError as exc:
+            call.error = f"invalid input: {exc}"
+            call.prompt = repr(prompt)[:200]
+            return call, str(exc)
+        call.input_verdict = self._check(call.prompt, Stage.INPUT)
+        return call, None
+
+    def _blocked(self, call: _Call, verdict: Verdict, block_mode: OnBlock, *, released: str = "") -> str:
+        """Raise `Blocked` or return the refusal, after logging; the audit is already written."""
+        log.info("guard_blocked", request_id=call.request_id, stage=verdict.stage.value, rules=list(verdict.rule_ids))
+        if block_mode == "raise":
+            raise Blocked(verdict, call.request_id, released=released)
+        return self.policy.settings.refusal
+
+    def _call(self, fn: Callable[..., Any], prompt: object, args: tuple[Any, ...], kwargs: dict[str, Any], block_mode: OnBlock, model_name: str | None) -> Any:
+        call, input_error = self._begin(prompt, model_name)
+        with structlog.contextvars.bound_contextvars(request_id=call.request_id):
+            if input_error is not None:
+                self._audit(call)
+                raise GuardInputError(input_error)
+            verdict = call.input_verdict
+            assert verdict is not None
+            if verdict.blocked:
+                self._audit(call)
+                return self._blocked(call, verdict, block_mode)
+            try:
+                result = fn(verdict.text, *args, **kwargs)
+            except Exception as exc:
+                call.error = f"generator failed: {exc!r}"
+                self._audit(call)
+                raise GeneratorError(f"generator failed: {exc}") from exc
+            if isinstance(result, str | bytes):
+                return self._finish_text(call, result, block_mode)
+            if isinstance(result, Iterator):
+                return self._stream(call, result, block_mode)
+            call.error = f"generator returned {type(result).__name__}, not text"
+            self._audit(call)
+            raise GuardInputError(call.error)
+
+    def _finish_text(self, call: _Call, raw: str | bytes, block_mode: OnBlock) -> str:
+        try:
+            output = _as_text(raw, "generator output")
+        except GuardInputError as exc:
+            call.error = str(exc)
+            self._audit(call)
+            raise
+        call.output_raw = output
+        call.output_verdict = self._check(output, Stage.OUTPUT)
+        self._audit(call)
+        if call.output_verdict.blocked:
+            return self._blocked(call, call.output_verdict, block_mode)
+        return call.output_verdict.text
+
+    def _stream(self, call: _Call, chunks: Iterator[Any], block_mode: OnBlock) -> Iterator[str]:
+        call.streamed = True
+        checker = self.stream_checker(Stage.OUTPUT)
+        with structlog.contextvars.bound_contextvars(request_id=call.request_id):
+            try:
+                for chunk in chunks:
+                    step = checker.feed(_as_text(chunk, "stream chunk"))
+                    if step.text:
+                        yield step.text
+                    if step.blocked:
+                        break
+                else:
+                    step = checker.finish()
+                    if step.text:
+                        yield step.text
+            except GeneratorExit:
+                call.error = "stream closed by the caller"
+                raise
+            except GuardInputError as exc:
+                call.error = str(exc)
+                raise
+            except Exception as exc:
+                call.error = f"generator failed: {exc!r}"
+                raise GeneratorError(f"generator failed: {exc}") from exc
+            finally:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
+                self._end_stream(call, checker)
+            verdict = checker.verdict()
+            if verdict.blocked:
+                marker = self._blocked(call, verdict, block_mode, released=checker.released_text)
+                yield marker
+
+    def _end_stream(self, call: _Call, checker: StreamChecker) -> None:
+        call.output_raw = checker.raw_text
+        call.output_verdict = checker.verdict()
+        call.released_chars = checker.released_raw_chars
+        self._audit(call)
+
+    async def _acall(self, fn: Callable[..., Any], prompt: object, args: tuple[Any, ...], kwargs: dict[str, Any], block_mode: OnBlock, model_name: str | None) -> Any:
+        call, input_error = self._begin(prompt, model_name)
+        with structlog.contextvars.bound_contextvars(request_id=call.request_id):
+            if input_error is not None:
+                await self._aaudit(call)
+                raise GuardInputError(input_error)
+            verdict = call.input_verdict
+            assert verdict is not None
+            if verdict.blocked:
+                await self._aaudit(call)
+                return self._blocked(call, verdict, block_mode)
+            try:
+                result = await fn(verdict.text, *args, **kwargs)
+            except Exception as exc:
+                call.error = f"generator failed: {exc!r}"
+                await self._aaudit(call)
+                raise GeneratorError(f"generator failed: {exc}") from exc
+            try:
+                output = _as_text(result, "generator output")
+            except GuardInputError as exc:
+                call.error = str(exc)
+                await self._aaudit(call)
+                raise
+            call.output_raw = output
+            call.output_verdict = self._check(output, Stage.OUTPUT)
+            await self._aaudit(call)
+            if call.output_verdict.blocked:
+                return self._blocked(call, call.output_verdict, block_mode)
+            return call.output_verdict.text
+
+    async def _astream(self, fn: Callable[..., Any], prompt: object, args: tuple[Any, ...], kwargs: dict[str, Any], block_mode: OnBlock, model_name: str | None) -> AsyncIterator[str]:
+        call, input_error = self._begin(prompt, model_name)
+        with structlog.contextvars.bound_contextvars(request_id=call.request_id):
+            if input_error is not None:
+                await self._aaudit(call)
+                raise GuardInputError(input_error)
+            verdict = call.input_verdict
+            assert verdict is not None
+            if verdict.blocked:
+                await self._aaudit(call)
+                yield self._blocked(call, verdict, block_mode)
+                return
+            call.streamed = True
+            checker = self.stream_checker(Stage.OUTPUT)
+            chunks = fn(verdict.text, *args, **kwargs)
+            try:
+                async for chunk in chunks:
+                    step = checker.feed(_as_text(chunk, "stream chunk"))
+                    if step.text:
+                        yield step.text
+                    if step.blocked:
+                        break
+                else:
+                    step = checker.finish()
+                    if step.text:
+                        yield step.text
+            except GeneratorExit:
+                call.error = "stream closed by the caller"
+                raise
+            except GuardInputError as exc:
+                call.error = str(exc)
+                raise
+            except Exception as exc:
+                call.error = f"generator failed: {exc!r}"
+                raise GeneratorError(f"generator failed: {exc}") from exc
+            finally:
+                aclose = getattr(chunks, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                call.output_raw = checker.raw_text
+                call.output_verdict = checker.verdict()
+                call.released_chars = checker.released_raw_chars
+                await self._aaudit(call)
+            if checker.verdict().blocked:
+                yield self._blocked(call, checker.verdict(), block_mode, released=checker.released_text)
+
+    # --- auditing -------------------------------------------------------------------------------
+
+    def _stored(self, text: str | None, verdict: Verdict | None) -> str | None:
+        if text is None:
+            return None
+        storage = self.policy.settings.audit.store
+        if storage is AuditStorage.FULL:
+            return text
+        if storage is AuditStorage.HASH:
+            return "sha256:" + _sha256(text)
+        if verdict is None:
+            return text
+        # Redacted storage hides blocked spans too: the audit log must not become the leak.
+        hidden = [
+            replace(f, action=Action.REDACT, replacement=f"[{f.action.value.upper()}:{f.rule_id}]")
+            if f.action is Action.BLOCK and f.span is not None
+            else f
+            for f in verdict.findings
+        ]
+        return apply_redactions(text, [replace(f, shadow=False) for f in hidden])
+
+    def build_event(self, call: _Call) -> AuditEvent:
+        """The audit event for a finished (or refused) call."""
+        from audit import AuditEvent
+
+        findings: list[dict[str, Any]] = []
+        timings: dict[str, float] = {}
+        actions: list[Action] = []
+        for verdict in (call.input_verdict, call.output_verdict):
+            if verdict is None:
+                continue
+            actions.append(verdict.action)
+            for finding in verdict.findings:
+                findings.append({"stage": verdict.stage.value, **finding.to_dict()})
+            for key, value in verdict.timings_ms.items():
+                timings[f"{verdict.stage.value}.{key}"] = round(value, 4)
+        final = max(actions, key=lambda a: a.rank) if actions else Action.BLOCK
+        if call.error is not None and not actions:
+            final = Action.BLOCK
+        flagged = any(a is Action.FLAG for a in actions) or any(f.get("shadow") for f in findings)
+        return AuditEvent(
+            request_id=call.request_id,
+            policy_name=self.policy.name,
+            policy_version=self.policy.version,
+            policy_digest=self.policy.digest,
+            action=final.value,
+            tenant=call.context.tenant,
+            user=call.context.user,
+            model=call.context.model,
+            prompt=self._stored(call.prompt, call.input_verdict),
+            output=self._stored(call.output_raw, call.output_verdict),
+            text_storage=self.policy.settings.audit.store.value,
+            input_action=call.input_verdict.action.value if call.input_verdict else None,
+            output_action=call.output_verdict.action.value if call.output_verdict else None,
+            findings=tuple(findings),
+            flagged=flagged,
+            latency_ms=round((time.perf_counter() - call.started) * 1000, 3),
+            timings_ms=timings,
+            error=call.error,
+            streamed=call.streamed,
+            released_chars=call.released_chars,
+            metadata=dict(call.context.metadata),
+        )
+
+    def _audit(self, call: _Call) -> None:
+        if self.audit is None:
+            return
+        event = self.build_event(call)
+        self._retry_unwritten()
+        try:
+            self.audit.write(event)
+        except Exception as exc:
+            self._audit_failed(call, event, exc)
+
+    async def _aaudit(self, call: _Call) -> None:
+        if self.audit is None:
+            return
+        event = self.build_event(call)
+        if self._unwritten:
+            await asyncio.to_thread(self._retry_unwritten)
+        try:
+            await self.audit.write_async(event)
+        except Exception as exc:
+            self._audit_failed(call, event, exc)
+
+    def _audit_failed(self, call: _Call, event: AuditEvent, exc: Exception) -> None:
+        """An event could not be committed: fail closed, or keep it for a retry and go on."""
+        if self.policy.settings.on_error is OnError.BLOCK:
+            log.error("audit_write_failed", request_id=call.request_id, event_id=event.event_id, error=repr(exc), refused=True)
+            finding = Finding(
+                rule_id="audit.store_unavailable",
+                category="error",
+                action=Action.BLOCK,
+                severity=Severity.CRITICAL,
+                message=f"audit store unavailable: {exc}",
+            )
+            stage = call.output_verdict.stage if call.output_verdict else Stage.INPUT
+            verdict = Verdict(stage, Action.BLOCK, (finding,), "", self.policy.ref)
+            raise AuditUnavailable(verdict, call.request_id) from exc
+        with self._unwritten_lock:
+            self._unwritten.append(event)
+        log.error("audit_write_deferred", request_id=call.request_id, event_id=event.event_id, error=repr(exc), pending=len(self._unwritten))
+
+    def _retry_unwritten(self) -> None:
+        """Write events that failed under ``on_error: allow`` before anything newer."""
+        if self.audit is None or not self._unwritten:
+            return
+        with self._unwritten_lock:
+            while self._unwritten:
+                event = self._unwritten[0]
+                try:
+                    self.audit.write(event)
+                except Exception as exc:
+                    log.warning("audit_retry_failed", pending=len(self._unwritten), error=repr(exc))
+                    return
+                self._unwritten.popleft()
+
+    @property
+    def pending_audit_events(self) -> int:
+        """Events not yet committed because the store failed under ``on_error: allow``."""
+        return len(self._unwritten)

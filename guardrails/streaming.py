@@ -1,0 +1,165 @@
+"""Incremental output checking: release stream chunks only after they pass the rules.
+
+Text arrives in arbitrary chunks. `StreamChecker` keeps the unreleased tail in a buffer and,
+at each chunk, scans the buffer (plus a little released context) with partial matching. It
+releases text only up to the earliest point where a match could still be forming (a partial
+match, or a complete match touching the end that could grow), minus a fixed hold-back window,
+and never in the middle of a finding. A blocked phrase split across any chunk boundary is
+therefore never released: at worst its start is held until the phrase completes and blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from guardrails.decision import Action, Finding, PolicyRef, Span, Stage, Verdict, apply_redactions, merge_action
+from guardrails.exceptions import GuardInputError
+
+_CONTEXT_CHARS = 64
+
+# (window text, final?) -> (findings in window coordinates, holds in window coordinates)
+ScanFn = Callable[[str, bool], tuple[list[Finding], list[int]]]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStep:
+    """What one `StreamChecker.feed` or `finish` allows: ``text`` may be sent now.
+
+    ``verdict`` is set when the stream is blocked; nothing more may be sent then.
+    """
+
+    text: str
+    verdict: Verdict | None = None
+
+    @property
+    def blocked(self) -> bool:
+        """True when the stream must end here."""
+        return self.verdict is not None and self.verdict.blocked
+
+
+@dataclass(slots=True)
+class StreamChecker:
+    """The output check of one stream. Not thread-safe: one stream, one checker."""
+
+    scan: ScanFn
+    policy: PolicyRef
+    holdback: int
+    stage: Stage = Stage.OUTPUT
+    _buffer: str = ""
+    _context: str = ""
+    _raw: list[str] = field(default_factory=list)
+    _released: list[str] = field(default_factory=list)
+    _raw_released: int = 0
+    _findings: list[Finding] = field(default_factory=list)
+    _error_keys: set[tuple[str, str]] = field(default_factory=set)
+    _blocked: Verdict | None = None
+    _finished: bool = False
+
+    @property
+    def released_text(self) -> str:
+        """Everything released so far, as the caller received it (after redaction)."""
+        return "".join(self._released)
+
+    @property
+    def raw_text(self) -> str:
+        """Everything the generator produced so far, released or not."""
+        return "".join(self._raw)
+
+    @property
+    def released_raw_chars(self) -> int:
+        """How many characters of the generator's output have been released."""
+        return self._raw_released
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        """Findings so far, with spans in the generator's output."""
+        return tuple(self._findings)
+
+    def feed(self, chunk: str) -> StreamStep:
+        """Add a chunk; returns what may be released now (possibly nothing)."""
+        if self._blocked is not None or self._finished:
+            raise RuntimeError("stream already ended")
+        if not isinstance(chunk, str):
+            raise GuardInputError(f"stream chunks must be str, got {type(chunk).__name__}")
+        self._raw.append(chunk)
+        self._buffer += chunk
+        return self._advance(final=False)
+
+    def finish(self) -> StreamStep:
+        """The stream ended: check and release whatever is still held."""
+        if self._blocked is not None:
+            return StreamStep("", self._blocked)
+        step = self._advance(final=True)
+        self._finished = True
+        return step
+
+    def verdict(self) -> Verdict:
+        """The verdict over the whole stream so far (blocked, or the merge of all findings)."""
+        if self._blocked is not None:
+            return self._blocked
+        findings = tuple(self._findings)
+        return Verdict(self.stage, merge_action(findings), findings, self.released_text, self.policy)
+
+    def _advance(self, *, final: bool) -> StreamStep:
+        buffer = self._buffer
+        if not buffer and not final:
+            return StreamStep("")
+        offset = len(self._context)
+        window_findings, window_holds = self.scan(self._context + buffer, final)
+        findings: list[Finding] = []
+        for finding in window_findings:
+            if finding.span is None:
+                findings.append(finding)
+                continue
+            start, end = finding.span.start - offset, finding.span.end - offset
+            if end <= 0:
+                continue  # wholly inside already-released context: handled then
+            findings.append(replace(finding, span=Span(max(start, 0), end)))
+
+        blocking = [f for f in findings if f.action is Action.BLOCK and not f.shadow]
+        if blocking:
+            absolute = [self._absolute(f) for f in findings]
+            self._findings.extend(absolute)
+            self._blocked = Verdict(
+                self.stage,
+                Action.BLOCK,
+                tuple(self._findings),
+                self.released_text,
+                self.policy,
+            )
+            self._buffer = ""
+            return StreamStep("", self._blocked)
+
+        release = len(buffer) if final else max(0, len(buffer) - self.holdback)
+        for hold in window_holds:
+            release = min(release, max(hold - offset, 0))
+        changed = True
+        while changed:
+            changed = False
+            for finding in findings:
+                span = finding.span
+                if span is not None and span.start < release < span.end:
+                    release = span.start
+                    changed = True
+        settled = [f for f in findings if f.span is None or f.span.end <= release]
+        for finding in settled:
+            if finding.span is None:
+                key = (finding.rule_id, finding.message)
+                if key in self._error_keys:
+                    continue
+                self._error_keys.add(key)
+            self._findings.append(self._absolute(finding))
+        released_raw = buffer[:release]
+        text = apply_redactions(released_raw, settled)
+        self._released.append(text)
+        self._raw_released += release
+        self._context = (self._context + released_raw)[-_CONTEXT_CHARS:]
+        self._buffer = buffer[release:]
+        return StreamStep(text)
+
+    def _absolute(self, finding: Finding) -> Finding:
+        if finding.span is None:
+            return finding
+        base = self._raw_released
+        return replace(finding, span=Span(finding.span.start + base, finding.span.end + base))
