@@ -1,0 +1,44 @@
+"""The tamper-evident audit log: durable group-commit writers, hash chains, verification.
+
+A library of its own (it never imports ``guardrails``). The schema is owned by the Alembic
+migrations in ``migrations/``; `upgrade` applies them programmatically.
+"""
+
+from __future__ import annotations
+
+from audit.engine import default_audit_url
+from audit.event import AuditEvent, new_event_id
+from audit.exceptions import (
+    AuditClosedError,
+    AuditConfigError,
+    AuditError,
+    AuditEventError,
+    AuditIntegrityError,
+    AuditStoreError,
+)
+from audit.migrate import current_revision, downgrade, upgrade
+from audit.store import AuditStore, StoredEvent
+from audit.verify import ChainProblem, VerifyReport, verify_chain
+from audit.writer import AuditWriter, Receipt
+
+__all__ = [
+    "AuditClosedError",
+    "AuditConfigError",
+    "AuditError",
+    "AuditEvent",
+    "AuditEventError",
+    "AuditIntegrityError",
+    "AuditStore",
+    "AuditStoreError",
+    "AuditWriter",
+    "ChainProblem",
+    "Receipt",
+    "StoredEvent",
+    "VerifyReport",
+    "current_revision",
+    "default_audit_url",
+    "downgrade",
+    "new_event_id",
+    "upgrade",
+    "verify_chain",
+]

@@ -1,0 +1,177 @@
+"""Hash-chain verification: walk every chain by seq and name the first bad row of each.
+
+Detects an edited row (its hash no longer matches its content), a deleted row (a seq gap,
+or a chain shorter than its recorded head), an inserted row (beyond the head, or in a chain
+no writer registered), reordered rows (a ``prev_hash`` that does not link) and a wrong HMAC
+key (every hash mismatches). Without an HMAC key, someone who can rewrite the database can
+also recompute every hash: use a key where that matters.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from audit.chain import CONTENT_FIELDS, chain_hash, content_json_from_mapping
+from audit.engine import create_audit_engine, safe_url
+from audit.exceptions import AuditEventError, AuditStoreError
+from audit.schema import CHAINS, EVENTS, GENESIS_HASH
+from audit.store import AuditStore
+
+__all__ = ["ChainProblem", "VerifyReport", "verify_chain"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChainProblem:
+    """The first bad row of one chain: where it is and what is wrong with it.
+
+    ``event_id`` is None when the bad row is missing (deleted).
+    """
+
+    chain_id: str
+    seq: int
+    event_id: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """The outcome of `verify_chain`: ``ok`` only if no chain has a problem."""
+
+    ok: bool
+    events_checked: int
+    chains_checked: int
+    problems: tuple[ChainProblem, ...]
+
+    @property
+    def first_problem(self) -> ChainProblem | None:
+        """The first problem found (chains in chain-id order), or None if intact."""
+        return self.problems[0] if self.problems else None
+
+
+def _walk(
+    chain_id: str,
+    head: Any | None,
+    rows: Iterator[Any],
+    hmac_key: bytes | None,
+) -> tuple[int, ChainProblem | None]:
+    """Check one chain; return (rows seen, its first problem or None)."""
+    checked = 0
+    problem: ChainProblem | None = None
+
+    def found(seq: int, event_id: str | None, reason: str) -> None:
+        nonlocal problem
+        if problem is None:
+            problem = ChainProblem(chain_id, seq, event_id, reason)
+
+    if head is None:
+        first = next(rows)
+        found(first.seq, first.event_id, "unexpected row (inserted): no writer registered chain")
+        return 1 + sum(1 for _ in rows), problem
+    if head.hash_algorithm != "sha256" and hmac_key is None:
+        found(0, None, f"chain is keyed ({head.hash_algorithm}): verify needs the HMAC key")
+    keyed_hint = " or wrong HMAC key" if hmac_key is not None else ""
+    expected_seq, prev_hash, last_event = 1, GENESIS_HASH, None
+    for row in rows:
+        checked += 1
+        if problem is not None:
+            continue
+        if row.seq > head.head_seq:
+            found(
+                row.seq, row.event_id, f"unexpected row (inserted) beyond head seq {head.head_seq}"
+            )
+        elif row.seq != expected_seq:
+            if row.seq > expected_seq:
+                found(expected_seq, None, f"sequence gap: seq {expected_seq} missing (row deleted)")
+            else:
+                found(row.seq, row.event_id, "unexpected row (inserted)")
+        elif row.prev_hash != prev_hash:
+            found(row.seq, row.event_id, "prev_hash does not link (rows reordered)")
+        else:
+            try:
+                content = content_json_from_mapping(
+                    {name: row._mapping[name] for name in CONTENT_FIELDS}
+                )
+            except AuditEventError as exc:
+                found(row.seq, row.event_id, f"hash mismatch (row edited): {exc}")
+                continue
+            recomputed = chain_hash(
+                content, chain_id=chain_id, seq=row.seq, prev_hash=row.prev_hash, hmac_key=hmac_key
+            )
+            if recomputed != row.hash:
+                found(row.seq, row.event_id, f"hash mismatch (row edited{keyed_hint})")
+        expected_seq, prev_hash, last_event = row.seq + 1, row.hash, row.event_id
+    if problem is None:
+        if expected_seq - 1 < head.head_seq:
+            found(
+                expected_seq,
+                None,
+                f"chain head mismatch (last rows deleted): head is seq {head.head_seq}, "
+                f"last row is seq {expected_seq - 1}",
+            )
+        elif prev_hash != head.head_hash:
+            found(head.head_seq, last_event, "chain head mismatch (last row replaced)")
+    return checked, problem
+
+
+def _verify(conn: Connection, hmac_key: bytes | None) -> VerifyReport:
+    heads = {row.chain_id: row for row in conn.execute(select(CHAINS))}
+    events = conn.execution_options(yield_per=2000).execute(
+        select(EVENTS).order_by(EVENTS.c.chain_id, EVENTS.c.seq)
+    )
+    problems: dict[str, ChainProblem] = {}
+    events_checked = 0
+    seen: set[str] = set()
+    for chain_id, rows in itertools.groupby(events, key=lambda r: r.chain_id):
+        seen.add(chain_id)
+        checked, problem = _walk(chain_id, heads.get(chain_id), iter(rows), hmac_key)
+        events_checked += checked
+        if problem is not None:
+            problems[chain_id] = problem
+    for chain_id in heads.keys() - seen:  # registered chains whose every row is gone
+        _, problem = _walk(chain_id, heads[chain_id], iter(()), hmac_key)
+        if problem is not None:
+            problems[chain_id] = problem
+    ordered = tuple(problems[c] for c in sorted(problems))
+    return VerifyReport(
+        ok=not ordered,
+        events_checked=events_checked,
+        chains_checked=len(seen | heads.keys()),
+        problems=ordered,
+    )
+
+
+def verify_chain(url_or_store: str | AuditStore, *, hmac_key: bytes | None = None) -> VerifyReport:
+    """Verify every chain in the audit store; a broken chain is a report, not an exception.
+
+    Args:
+        url_or_store: a database URL or an open `AuditStore`.
+        hmac_key: the key the chains were written with; defaults to the store's own key
+            when a store is passed. Given a key, every chain is checked with it, whatever
+            ``audit_chains.hash_algorithm`` says (that column is not trusted).
+
+    Raises:
+        AuditConfigError: bad URL.
+        AuditStoreError: the store is unreachable, or it has no audit schema.
+    """
+    if isinstance(url_or_store, AuditStore):
+        engine, owned = url_or_store.engine, False
+        if hmac_key is None:
+            hmac_key = url_or_store.hmac_key
+    else:
+        engine, owned = create_audit_engine(url_or_store), True
+    try:
+        with engine.connect() as conn:
+            return _verify(conn, hmac_key)
+    except SQLAlchemyError as exc:
+        raise AuditStoreError(
+            f"verifying the audit log at {safe_url(engine.url)} failed: {exc}"
+        ) from exc
+    finally:
+        if owned:
+            engine.dispose()

@@ -1,0 +1,365 @@
+"""The durable group-commit writer: one background thread, one hash chain, one commit per batch.
+
+Callers enqueue events on a bounded queue (a full queue blocks them: back-pressure, never a
+drop). The thread takes everything queued (up to ``max_batch``), inserts it with one
+executemany plus the chain-head update in ONE transaction, commits, and only then resolves
+each caller's future, so N concurrent callers share one durable commit. A failed batch is
+rolled back, its callers get `AuditStoreError`, the chain head does not move, and the next
+batch re-reads the head from the store before it writes, so the writer heals when the store
+comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import socket
+import threading
+from collections.abc import Iterable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from audit.chain import chain_hash, content_json
+from audit.engine import IMMEDIATE, safe_url
+from audit.event import AuditEvent, new_event_id
+from audit.exceptions import (
+    AuditClosedError,
+    AuditConfigError,
+    AuditError,
+    AuditEventError,
+    AuditStoreError,
+)
+from audit.schema import CHAINS, EVENTS, GENESIS_HASH, POLICIES
+
+__all__ = ["AuditWriter", "Receipt"]
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Proof that an event is committed: where it sits in which chain, and its hash."""
+
+    event_id: str
+    chain_id: str
+    seq: int
+    hash: str
+
+
+@dataclass(slots=True)
+class _Pending:
+    event: AuditEvent
+    content: str
+    future: Future[Receipt]
+
+
+_STOP = object()
+
+
+class AuditWriter:
+    """Writes events durably to one new hash chain; made by `AuditStore.writer`.
+
+    Thread-safe: any number of threads (and the event loop, via `write_async`) may write
+    through one writer; their events share commits. Use it as a context manager or call
+    `close`, which commits everything already submitted before it returns.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        hmac_key: bytes | None,
+        known_digests: set[str],
+        max_batch: int = 512,
+        max_queue: int = 10_000,
+    ) -> None:
+        """Start the writer thread; nothing touches the store until the first batch.
+
+        Raises:
+            AuditConfigError: ``max_batch`` or ``max_queue`` is below 1.
+        """
+        if max_batch < 1 or max_queue < 1:
+            raise AuditConfigError(
+                f"max_batch and max_queue must be >= 1 (got {max_batch}, {max_queue})"
+            )
+        self.chain_id = new_event_id()
+        self._engine = engine
+        self._url = safe_url(engine.url)
+        self._hmac_key = hmac_key
+        self._known_digests = known_digests
+        self._max_batch = max_batch
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
+        # Chain state; touched only by the writer thread.
+        self._head_seq = 0
+        self._head_hash = GENESIS_HASH
+        self._chain_exists = False
+        self._stale = False
+        # Close protocol: no submit may enqueue after the stop marker.
+        self._state = threading.Condition()
+        self._closed = False
+        self._submitting = 0
+        self._thread = threading.Thread(
+            target=self._run, name=f"audit-writer-{self.chain_id[:8]}", daemon=True
+        )
+        self._thread.start()
+
+    # --- public API ---------------------------------------------------------------------
+
+    def submit(self, event: AuditEvent, *, timeout: float | None = None) -> Future[Receipt]:
+        """Queue ``event``; the future resolves to its `Receipt` after the commit.
+
+        Blocks while the queue is full (up to ``timeout`` seconds; None waits for room).
+
+        Raises:
+            AuditEventError: the event cannot be encoded (raised here, not via the future).
+            AuditClosedError: the writer is closed.
+            AuditStoreError: the queue stayed full for ``timeout`` seconds.
+        """
+        pending = _Pending(event, content_json(event), Future())
+        with self._state:
+            if self._closed:
+                raise AuditClosedError(f"audit writer for chain {self.chain_id} is closed")
+            self._submitting += 1
+        try:
+            self._queue.put(pending, timeout=timeout)
+        except queue.Full:
+            raise AuditStoreError(
+                f"audit queue stayed full for {timeout}s: the store at {self._url} "
+                "is not keeping up or is unreachable"
+            ) from None
+        finally:
+            with self._state:
+                self._submitting -= 1
+                self._state.notify_all()
+        return pending.future
+
+    def write(self, event: AuditEvent, *, timeout: float | None = 30.0) -> Receipt:
+        """Record ``event`` and return only once the transaction holding it has committed.
+
+        Args:
+            event: the event to record.
+            timeout: seconds to wait for queue room plus the commit; None waits forever.
+                On timeout the event is withdrawn if not yet picked up; if a batch already
+                holds it, it may still commit.
+
+        Raises:
+            AuditStoreError: the store failed or did not commit within ``timeout``.
+            AuditEventError: the event cannot be recorded as given.
+            AuditClosedError: the writer is closed.
+        """
+        future = self.submit(event, timeout=timeout)
+        try:
+            return future.result(timeout=timeout)
+        except FutureTimeoutError:
+            future.cancel()
+            raise AuditStoreError(
+                f"audit event {event.event_id} was not committed within {timeout}s "
+                f"(store at {self._url} slow or unreachable)"
+            ) from None
+
+    async def write_async(self, event: AuditEvent, *, timeout: float | None = 30.0) -> Receipt:
+        """Async twin of `write`: awaits the commit without blocking the event loop."""
+        try:
+            future = self.submit(event, timeout=0)
+        except AuditStoreError:  # queue full: wait for room off the loop (back-pressure)
+            future = await asyncio.to_thread(self.submit, event, timeout=timeout)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        except TimeoutError:
+            raise AuditStoreError(
+                f"audit event {event.event_id} was not committed within {timeout}s "
+                f"(store at {self._url} slow or unreachable)"
+            ) from None
+
+    def close(self) -> None:
+        """Commit everything already submitted, then stop the thread. Idempotent."""
+        with self._state:
+            if self._closed:
+                already = True
+            else:
+                already = False
+                self._closed = True
+                while self._submitting:
+                    self._state.wait()
+        if not already:
+            self._queue.put(_STOP)
+        self._thread.join()
+
+    def __enter__(self) -> AuditWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- writer thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            batch: list[_Pending] = [item]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            live = [p for p in batch if p.future.set_running_or_notify_cancel()]
+            if live:
+                self._commit(live)
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        """Write one batch in one transaction; resolve or fail every future in it."""
+        try:
+            with self._engine.connect() as conn:
+                conn.execution_options(**{IMMEDIATE: True})
+                with conn.begin():
+                    if self._stale:
+                        self._reload_head(conn)
+                    batch = self._drop_unknown_policies(conn, batch)
+                    if not batch:
+                        return
+                    rows, receipts = self._chain_rows(batch)
+                    self._move_head(conn, rows[-1]["seq"], rows[-1]["hash"])
+                    conn.execute(insert(EVENTS), rows)
+        except Exception as exc:  # every failure goes to the callers, none is swallowed
+            self._stale = True
+            self._fail(batch, exc)
+            return
+        self._head_seq = receipts[-1].seq
+        self._head_hash = receipts[-1].hash
+        self._chain_exists = True
+        self._stale = False
+        for pending, receipt in zip(batch, receipts, strict=True):
+            pending.future.set_result(receipt)
+
+    def _fail(self, batch: Iterable[_Pending], exc: Exception) -> None:
+        for pending in batch:
+            if pending.future.done():
+                continue
+            if isinstance(exc, AuditError):
+                error: AuditError = type(exc)(str(exc))
+            else:
+                error = AuditStoreError(
+                    f"audit write of event {pending.event.event_id} to {self._url} failed "
+                    f"(batch rolled back, chain head unchanged): {type(exc).__name__}: {exc}"
+                )
+            error.__cause__ = exc
+            pending.future.set_exception(error)
+
+    def _reload_head(self, conn: Connection) -> None:
+        """After a failure, trust the store's head (the failed commit may have landed)."""
+        row = conn.execute(
+            select(CHAINS.c.head_seq, CHAINS.c.head_hash).where(CHAINS.c.chain_id == self.chain_id)
+        ).first()
+        if row is None:
+            self._head_seq, self._head_hash, self._chain_exists = 0, GENESIS_HASH, False
+        else:
+            self._head_seq, self._head_hash, self._chain_exists = row[0], row[1], True
+
+    def _drop_unknown_policies(self, conn: Connection, batch: list[_Pending]) -> list[_Pending]:
+        """Fail (alone) the events whose policy digest was never recorded."""
+        unknown = {p.event.policy_digest for p in batch} - self._known_digests
+        if not unknown:
+            return batch
+        found = conn.execute(
+            select(POLICIES.c.digest).where(POLICIES.c.digest.in_(unknown))
+        ).scalars()
+        self._known_digests.update(found)
+        kept: list[_Pending] = []
+        for pending in batch:
+            digest = pending.event.policy_digest
+            if digest in self._known_digests:
+                kept.append(pending)
+            else:
+                pending.future.set_exception(
+                    AuditEventError(
+                        f"event {pending.event.event_id}: policy digest {digest!r} was never "
+                        "recorded; call AuditStore.record_policy() first"
+                    )
+                )
+        return kept
+
+    def _chain_rows(self, batch: list[_Pending]) -> tuple[list[dict[str, Any]], list[Receipt]]:
+        seq, prev = self._head_seq, self._head_hash
+        rows: list[dict[str, Any]] = []
+        receipts: list[Receipt] = []
+        for pending in batch:
+            seq += 1
+            digest = chain_hash(
+                pending.content,
+                chain_id=self.chain_id,
+                seq=seq,
+                prev_hash=prev,
+                hmac_key=self._hmac_key,
+            )
+            e = pending.event
+            rows.append(
+                {
+                    "event_id": e.event_id,
+                    "chain_id": self.chain_id,
+                    "seq": seq,
+                    "prev_hash": prev,
+                    "hash": digest,
+                    "created_at": e.created_at,
+                    "request_id": e.request_id,
+                    "tenant": e.tenant,
+                    "user": e.user,
+                    "model": e.model,
+                    "prompt": e.prompt,
+                    "output": e.output,
+                    "text_storage": e.text_storage,
+                    "input_action": e.input_action,
+                    "output_action": e.output_action,
+                    "action": e.action,
+                    "findings": list(e.findings),
+                    "flagged": e.flagged,
+                    "latency_ms": e.latency_ms,
+                    "timings_ms": e.timings_ms,
+                    "error": e.error,
+                    "streamed": e.streamed,
+                    "released_chars": e.released_chars,
+                    "policy_name": e.policy_name,
+                    "policy_version": e.policy_version,
+                    "policy_digest": e.policy_digest,
+                    "metadata": e.metadata,
+                }
+            )
+            receipts.append(Receipt(e.event_id, self.chain_id, seq, digest))
+            prev = digest
+        return rows, receipts
+
+    def _move_head(self, conn: Connection, head_seq: int, head_hash: str) -> None:
+        """Register the chain or advance its head, in the batch's transaction."""
+        if not self._chain_exists:
+            conn.execute(
+                insert(CHAINS).values(
+                    chain_id=self.chain_id,
+                    created_at=datetime.now(UTC),
+                    hostname=socket.gethostname()[:255],
+                    pid=os.getpid(),
+                    hash_algorithm="sha256" if self._hmac_key is None else "hmac-sha256",
+                    head_seq=head_seq,
+                    head_hash=head_hash,
+                )
+            )
+            return
+        result = conn.execute(
+            update(CHAINS)
+            .where(CHAINS.c.chain_id == self.chain_id, CHAINS.c.head_seq == self._head_seq)
+            .values(head_seq=head_seq, head_hash=head_hash)
+        )
+        if result.rowcount != 1:
+            raise AuditStoreError(
+                f"chain {self.chain_id}: the stored head is no longer seq {self._head_seq}; "
+                "another process wrote to this chain or the row was removed"
+            )
