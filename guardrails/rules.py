@@ -126,7 +126,7 @@ class RuleEngine:
                 if start < 0:
                     continue
                 if partial and (match.partial or match.end() >= end_of_text):
-                    result.holds.append(view.to_original(match.start(), match.start() + 1)[0])
+                    result.holds.append(view.to_original(match.start(), match.start())[0])
                     if match.partial:
                         continue
                 if start == end:
