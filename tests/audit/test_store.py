@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import create_engine, func, select
 
+import audit
 from audit import AuditEvent, AuditStore, verify_chain
 from audit.exceptions import AuditClosedError, AuditEventError, AuditIntegrityError
 from audit.schema import EVENTS, POLICIES
@@ -175,3 +179,36 @@ def test_each_writer_is_its_own_chain(store, make_event):
         ra, rb = a.write(make_event()), b.write(make_event())
     assert ra.chain_id != rb.chain_id
     assert (ra.seq, rb.seq) == (1, 1)
+
+
+_CHILD = """
+import sys
+import audit
+from audit import AuditEvent, AuditStore
+with AuditStore(sys.argv[1]) as store, store.writer() as writer:
+    for i in range(100):
+        writer.write(AuditEvent(request_id=f"p{i}", policy_name="default", policy_version="1.0",
+                                policy_digest=sys.argv[2], action="allow"))
+"""
+
+
+def test_processes_share_one_sqlite_file(sqlite_url, policy_digest):
+    """Three processes writing one SQLite file at once: 300 events, three verified chains."""
+    with AuditStore(sqlite_url) as store:
+        store.record_policy(policy_digest, "default", "1.0", "rules: []\n")
+    root = os.path.dirname(os.path.dirname(audit.__file__))
+    env = {**os.environ, "PYTHONPATH": root}
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CHILD, sqlite_url, policy_digest],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    for child in children:
+        _, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err
+    report = verify_chain(sqlite_url)
+    assert (report.ok, report.events_checked, report.chains_checked) == (True, 300, 3)

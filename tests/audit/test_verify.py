@@ -51,7 +51,8 @@ def test_edited_json_field_is_named(chain):
     store, chain_id, ids = chain
     _execute(store, update(EVENTS).where(_at(chain_id, 2)).values(findings=[]))
     problem = verify_chain(store).first_problem
-    assert problem is not None and (problem.seq, problem.event_id) == (2, ids[2])
+    assert problem is not None
+    assert (problem.seq, problem.event_id) == (2, ids[2])
 
 
 def test_deleted_middle_row_is_named(chain):
@@ -70,7 +71,8 @@ def test_deleted_last_rows_are_detected(chain):
     store, chain_id, _ = chain
     _execute(store, delete(EVENTS).where(EVENTS.c.chain_id == chain_id, EVENTS.c.seq >= 4))
     problem = verify_chain(store).first_problem
-    assert problem is not None and problem.seq == 4
+    assert problem is not None
+    assert problem.seq == 4
     assert problem.reason.startswith("chain head mismatch (last rows deleted)")
 
 
@@ -87,7 +89,8 @@ def test_forged_row_with_a_valid_hash_is_detected(chain, make_event):
     )
     _execute(store, insert(EVENTS).values(forged))
     problem = verify_chain(store).first_problem
-    assert problem is not None and (problem.seq, problem.event_id) == (6, "f" * 32)
+    assert problem is not None
+    assert (problem.seq, problem.event_id) == (6, "f" * 32)
     assert problem.reason.startswith("unexpected row (inserted)")
 
 
@@ -113,7 +116,8 @@ def test_swapped_rows_are_detected(chain):
         update(EVENTS).where(_at(chain_id, -1)).values(seq=4),
     )
     problem = verify_chain(store).first_problem
-    assert problem is not None and (problem.seq, problem.event_id) == (2, ids[4])
+    assert problem is not None
+    assert (problem.seq, problem.event_id) == (2, ids[4])
     assert problem.reason == "prev_hash does not link (rows reordered)"
 
 
@@ -138,7 +142,9 @@ def test_hmac_key_is_required_and_checked(backend_url, make_event, policy_digest
         assert verify_chain(store).ok  # the store's own key
     assert verify_chain(backend_url, hmac_key=b"right").ok
     wrong = verify_chain(backend_url, hmac_key=b"wrong").first_problem
-    assert wrong is not None and (wrong.seq, wrong.event_id) == (1, first.event_id)
+    assert wrong is not None
+    assert (wrong.seq, wrong.event_id) == (1, first.event_id)
     assert wrong.reason == "hash mismatch (row edited or wrong HMAC key)"
     missing = verify_chain(backend_url).first_problem
-    assert missing is not None and "needs the HMAC key" in missing.reason
+    assert missing is not None
+    assert "needs the HMAC key" in missing.reason
