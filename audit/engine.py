@@ -86,14 +86,23 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def create_audit_engine(url: str | URL) -> Engine:
+def create_audit_engine(url: str | URL, *, must_exist: bool = False) -> Engine:
     """An engine for the audit store at ``url``, configured as the module docstring says.
 
+    Args:
+        url: the database URL.
+        must_exist: refuse a SQLite file that does not exist yet (connecting would create
+            an empty one: right for a writer, wrong for a verifier).
+
     Raises:
-        AuditConfigError: bad URL, or no driver installed for it.
+        AuditConfigError: bad URL, no driver installed for it, or (``must_exist``) no file.
     """
     parsed = parse_audit_url(url)
     backend = parsed.get_backend_name()
+    if must_exist and backend == "sqlite" and parsed.database is not None:
+        path = parsed.database.removeprefix("file:").split("?", 1)[0]
+        if not os.path.exists(path):
+            raise AuditConfigError(f"no audit database at {os.path.abspath(path)}")
     kwargs: dict[str, Any] = {}
     connect_args: dict[str, Any] = {}
     if backend == "sqlite":

@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit.chain import CONTENT_FIELDS, chain_hash, content_json_from_mapping
 from audit.engine import create_audit_engine, safe_url
-from audit.exceptions import AuditEventError, AuditStoreError
+from audit.exceptions import AuditConfigError, AuditEventError, AuditStoreError
 from audit.schema import CHAINS, EVENTS, GENESIS_HASH
 from audit.store import AuditStore
 
@@ -120,6 +120,11 @@ def _walk(
 
 
 def _verify(conn: Connection, hmac_key: bytes | None) -> VerifyReport:
+    if not inspect(conn).has_table(EVENTS.name):
+        raise AuditConfigError(
+            f"{safe_url(conn.engine.url)} holds no audit log (no {EVENTS.name} table); "
+            "run `guardrails db upgrade` first"
+        )
     heads = {row.chain_id: row for row in conn.execute(select(CHAINS))}
     events = conn.execution_options(yield_per=2000).execute(
         select(EVENTS).order_by(EVENTS.c.chain_id, EVENTS.c.seq)
@@ -156,15 +161,15 @@ def verify_chain(url_or_store: str | AuditStore, *, hmac_key: bytes | None = Non
             ``audit_chains.hash_algorithm`` says (that column is not trusted).
 
     Raises:
-        AuditConfigError: bad URL.
-        AuditStoreError: the store is unreachable, or it has no audit schema.
+        AuditConfigError: bad URL, no such SQLite file, or no audit schema there.
+        AuditStoreError: the store is unreachable or a read failed.
     """
     if isinstance(url_or_store, AuditStore):
         engine, owned = url_or_store.engine, False
         if hmac_key is None:
             hmac_key = url_or_store.hmac_key
     else:
-        engine, owned = create_audit_engine(url_or_store), True
+        engine, owned = create_audit_engine(url_or_store, must_exist=True), True
     try:
         with engine.connect() as conn:
             return _verify(conn, hmac_key)
