@@ -1,0 +1,112 @@
+"""``guardrails train generator``: train the bundled MoE generator (tokenizer + model).
+
+torch is imported inside the command so ``guardrails --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from guardrails.cli.app import train_app
+from guardrails.cli.common import fail, out
+
+
+@train_app.command("generator")
+def train_generator(
+    corpus: Annotated[
+        Path | None,
+        typer.Option(
+            "--corpus",
+            help="A .txt file or a directory of .txt files (default: the Python documentation "
+            "shipped with CPython: pydoc topics and stdlib docstrings, PSF licence).",
+        ),
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write.")] = Path(
+        "moe-checkpoint"
+    ),
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 1600,
+    max_minutes: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="Stop after this long (the LR schedule follows the budget)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    seq_len: Annotated[int, typer.Option(min=8)] = 128,
+    lr: Annotated[float, typer.Option(min=0.0)] = 2e-3,
+    vocab_size: Annotated[int, typer.Option(min=260, help="BPE vocabulary size.")] = 4096,
+    hidden_size: Annotated[int, typer.Option(min=8)] = 192,
+    layers: Annotated[int, typer.Option(min=1)] = 4,
+    heads: Annotated[int, typer.Option(min=1)] = 6,
+    kv_heads: Annotated[int, typer.Option(min=1)] = 2,
+    experts: Annotated[int, typer.Option(min=1, help="Routed experts per layer.")] = 8,
+    top_k: Annotated[int, typer.Option(min=1, help="Experts chosen per token.")] = 2,
+    expert_size: Annotated[int, typer.Option(min=1, help="Width of one routed expert.")] = 128,
+    shared_size: Annotated[int, typer.Option(min=0, help="Shared-expert width (0: none).")] = 128,
+    eval_every: Annotated[int, typer.Option(min=0)] = 400,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 1,
+    seed: Annotated[int, typer.Option()] = 0,
+    plots: Annotated[bool, typer.Option(help="Write loss_curve.png and expert_load.png.")] = True,
+) -> None:
+    """Train a byte-level BPE tokenizer and a small MoE decoder; write checkpoint, plots, card."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from guardrails.generators.moe import load_pretrained
+    from guardrails.generators.moe.errors import MoEError
+    from guardrails.generators.moe.training import TrainSettings, train, write_model_card
+
+    if hidden_size % heads or heads % kv_heads:
+        fail(f"--hidden-size {hidden_size} must divide by --heads {heads}, and heads by kv-heads")
+    if top_k > experts:
+        fail(f"--top-k {top_k} exceeds --experts {experts}")
+    if corpus is not None and not corpus.exists():
+        fail(f"--corpus {corpus}: no such file or directory")
+    settings = TrainSettings(
+        steps=steps,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        lr=lr,
+        warmup=min(100, max(1, steps // 10)),
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_layers=layers,
+        num_heads=heads,
+        num_kv_heads=kv_heads,
+        num_experts=experts,
+        top_k=top_k,
+        moe_intermediate_size=expert_size,
+        shared_intermediate_size=shared_size,
+        max_position_embeddings=max(512, seq_len),
+        eval_every=eval_every,
+        seed=seed,
+        threads=threads,
+        max_seconds=None if max_minutes is None else max_minutes * 60,
+    )
+    with Progress(
+        TextColumn("[bold]training[/]"),
+        BarColumn(),
+        TextColumn("step {task.completed}/{task.total}  loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+        console=out,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("train", total=steps, loss=float("nan"))
+
+        def progress(step: int, loss: float, _lr: float) -> None:
+            bar.update(task, completed=step, loss=loss)
+
+        try:
+            report = train(
+                out_dir, settings=settings, corpus=corpus, progress=progress, plots=plots
+            )
+        except (ValueError, MoEError) as exc:
+            fail(str(exc))
+    gen = load_pretrained(out_dir)
+    sample = gen.generate("The ", temperature=0.7, top_p=0.95, max_tokens=60, seed=0)
+    write_model_card(report, settings, out_dir, sample="The " + sample)
+    out.print(
+        f"wrote {out_dir}: {report.parameters:,} parameters ({report.active_parameters:,} "
+        f"active), {report.steps} steps in {report.seconds / 60:.1f} min, held-out perplexity "
+        f"{report.heldout_perplexity:.2f}"
+    )

@@ -1,0 +1,151 @@
+"""Mixture-of-experts feed-forward: the top-k router, the grouped expert dispatch, the block.
+
+Dispatch is vectorized: the (token, expert) assignments are sorted by expert, scattered into a
+padded [active_experts, capacity, hidden] buffer, run through two batched matmuls and
+scattered back with ``index_add_``. Nothing loops over tokens or experts in Python.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F  # noqa: N812 (the conventional torch alias)
+from torch import Tensor, nn
+
+from guardrails.generators.moe.config import MoEConfig
+from guardrails.generators.moe.modules import DenseMLP
+
+
+class TopKRouter(nn.Module):
+    """Scores experts per token and keeps the top k.
+
+    ``softmax``: softmax over all experts, top-k, optionally renormalized (Mixtral, Qwen2-MoE).
+    ``sigmoid``: DeepSeek-V3's sigmoid scores; a per-expert bias steers the choice (not the
+    weights), experts are first narrowed to the best ``topk_group`` of ``n_group`` groups.
+    """
+
+    e_score_correction_bias: Tensor
+
+    def __init__(self, cfg: MoEConfig) -> None:
+        super().__init__()
+        self.top_k = cfg.num_experts_per_tok
+        self.num_experts = cfg.num_experts
+        self.score = cfg.router_score
+        self.norm_topk_prob = cfg.norm_topk_prob
+        self.scaling = cfg.routed_scaling_factor
+        self.n_group = cfg.n_group
+        self.topk_group = cfg.topk_group
+        self.weight = nn.Parameter(torch.zeros(cfg.num_experts, cfg.hidden_size))
+        self.register_buffer("e_score_correction_bias", torch.zeros(cfg.num_experts))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``x`` [N, H] → (probabilities [N, E], weights [N, k], expert indices [N, k])."""
+        logits = F.linear(x.to(torch.float32), self.weight.to(torch.float32))
+        if self.score == "softmax":
+            probs = logits.softmax(dim=-1)
+            weights, idx = probs.topk(self.top_k, dim=-1)
+            if self.norm_topk_prob:
+                weights = weights / weights.sum(dim=-1, keepdim=True)
+        else:
+            probs = logits.sigmoid()
+            choice = probs + self.e_score_correction_bias
+            if self.n_group > 1:
+                grouped = choice.view(-1, self.n_group, self.num_experts // self.n_group)
+                group_scores = grouped.topk(2, dim=-1)[0].sum(dim=-1)
+                group_idx = group_scores.topk(self.topk_group, dim=-1, sorted=False)[1]
+                group_mask = torch.zeros_like(group_scores).scatter_(1, group_idx, 1.0)
+                keep = group_mask.unsqueeze(-1).expand_as(grouped).reshape(-1, self.num_experts)
+                choice = choice.masked_fill(keep == 0, float("-inf"))
+            idx = choice.topk(self.top_k, dim=-1, sorted=False)[1]
+            weights = probs.gather(1, idx)
+            if self.norm_topk_prob:
+                weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+            probs = probs / probs.sum(dim=-1, keepdim=True)
+        return probs, (weights * self.scaling).to(x.dtype), idx
+
+
+class Experts(nn.Module):
+    """``num_experts`` SwiGLU experts stored as stacked 3-D weights.
+
+    ``gate_up_proj`` is [E, 2·I, H] (gate rows first, then up rows), ``down_proj`` [E, H, I],
+    the layout `transformers` uses in memory, so per-expert checkpoint tensors stack into it.
+    """
+
+    def __init__(self, num_experts: int, hidden: int, inner: int) -> None:
+        super().__init__()
+        self.num_experts = num_experts
+        self.gate_up_proj = nn.Parameter(torch.empty(num_experts, 2 * inner, hidden))
+        self.down_proj = nn.Parameter(torch.empty(num_experts, hidden, inner))
+        nn.init.normal_(self.gate_up_proj, std=0.02)
+        nn.init.normal_(self.down_proj, std=0.02)
+
+    def expert_matmuls(self, buf: Tensor, active: Tensor | None) -> Tensor:
+        """Run [A, C, H] token buffers through experts ``active`` (None: all, in order)."""
+        gate_up = self.gate_up_proj if active is None else self.gate_up_proj.index_select(0, active)
+        down = self.down_proj if active is None else self.down_proj.index_select(0, active)
+        gate, up = torch.bmm(buf, gate_up.transpose(1, 2)).chunk(2, dim=-1)
+        return torch.bmm(F.silu(gate) * up, down.transpose(1, 2))
+
+    def forward(self, x: Tensor, idx: Tensor, weights: Tensor) -> Tensor:
+        """``x`` [N, H], ``idx``/``weights`` [N, k] → weighted sum of chosen experts [N, H]."""
+        n, k = idx.shape
+        flat = idx.reshape(-1)
+        order = torch.argsort(flat, stable=True)
+        sorted_expert = flat[order]
+        token = order // k
+        counts = torch.bincount(flat, minlength=self.num_experts)
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(n * k, device=x.device) - starts[sorted_expert]
+        active_mask = counts > 0
+        num_active = int(active_mask.sum())
+        capacity = int(counts.max())
+        if num_active == self.num_experts:
+            active: Tensor | None = None
+            compact = sorted_expert
+        else:
+            active = torch.nonzero(active_mask).squeeze(1)
+            remap = torch.cumsum(active_mask.to(torch.long), 0) - 1
+            compact = remap[sorted_expert]
+        buf = x.new_zeros(num_active, capacity, x.shape[-1])
+        buf[compact, slot] = x.index_select(0, token)
+        out = self.expert_matmuls(buf, active)
+        y = out[compact, slot] * weights.reshape(-1)[order].unsqueeze(-1)
+        return torch.zeros_like(x).index_add_(0, token, y)
+
+
+class MoEBlock(nn.Module):
+    """Routed experts plus optional always-on shared expert (optionally sigmoid-gated).
+
+    After each forward, ``aux_loss`` holds the Switch-style load-balancing loss
+    ``E · Σ_i f_i · P_i`` (f: fraction of assignments, P: mean router probability) and
+    ``expert_counts`` the assignments per expert, for training and for the load plots.
+    """
+
+    def __init__(self, cfg: MoEConfig) -> None:
+        super().__init__()
+        self.gate = TopKRouter(cfg)
+        self.experts = Experts(cfg.num_experts, cfg.hidden_size, cfg.moe_intermediate_size)
+        self.shared_experts: DenseMLP | None = None
+        self.shared_expert_gate: nn.Linear | None = None
+        if cfg.shared_intermediate_size:
+            self.shared_experts = DenseMLP(cfg.hidden_size, cfg.shared_intermediate_size)
+            if cfg.shared_expert_gate:
+                self.shared_expert_gate = nn.Linear(cfg.hidden_size, 1, bias=False)
+        self.aux_loss: Tensor | None = None
+        self.expert_counts: Tensor | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        probs, weights, idx = self.gate(flat)
+        out: Tensor = self.experts(flat, idx, weights)
+        counts = torch.bincount(idx.reshape(-1), minlength=probs.shape[-1])
+        self.expert_counts = counts.detach()
+        if self.training:
+            frac = counts.to(probs.dtype) / idx.numel()
+            self.aux_loss = probs.shape[-1] * (frac * probs.mean(dim=0)).sum()
+        if self.shared_experts is not None:
+            shared = self.shared_experts(flat)
+            if self.shared_expert_gate is not None:
+                shared = torch.sigmoid(self.shared_expert_gate(flat)) * shared
+            out = out + shared
+        return out.view(shape)
