@@ -124,3 +124,26 @@ def test_postgres_outage_then_recovery(pg_url, make_event, policy_digest):
         proxy.stop()
     report = verify_chain(pg_url)
     assert (report.ok, report.events_checked) == (True, 2)
+
+
+def test_full_queue_pushes_back_and_drops_nothing(tmp_path, sqlite_url, make_event, policy_digest):
+    """While the store is stuck, a full queue makes submit wait (then fail); nothing is lost."""
+    with AuditStore(sqlite_url + "?timeout=5") as store:
+        store.record_policy(policy_digest, "default", "1.0", "rules: []\n")
+        blocker = sqlite3.connect(tmp_path / "audit.db", isolation_level=None)
+        try:
+            blocker.execute("BEGIN EXCLUSIVE")
+            writer = store.writer(max_queue=1)
+            first = writer.submit(make_event())  # taken by the writer, stuck on the lock
+            deadline = time.monotonic() + 5
+            while not first.running() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            second = writer.submit(make_event())  # fills the queue
+            with pytest.raises(AuditStoreError, match="queue stayed full"):
+                writer.submit(make_event(), timeout=0.05)
+            blocker.execute("COMMIT")
+        finally:
+            blocker.close()
+        assert [first.result(timeout=30).seq, second.result(timeout=30).seq] == [1, 2]
+        writer.close()
+        assert verify_chain(store).events_checked == 2

@@ -148,3 +148,23 @@ def test_hmac_key_is_required_and_checked(backend_url, make_event, policy_digest
     missing = verify_chain(backend_url).first_problem
     assert missing is not None
     assert "needs the HMAC key" in missing.reason
+
+
+def test_awkward_values_still_verify_after_the_round_trip(store, make_event):
+    """Numbers JSONB rewrites, unicode, empty and nested values hash the same when read back."""
+    awkward = {
+        "big": 1e20,
+        "huge": 1.5e300,
+        "one": 1.0,
+        "tiny": 1e-7,
+        "neg_zero": -0.0,
+        "int64": 2**60,
+        "text": "naïve ☃ 𝄞 \u200b",
+        "nested": {"list": [1, 2.5, None, True, {"": []}]},
+    }
+    with store.writer() as writer:
+        writer.write(make_event(metadata=awkward, timings_ms={"a": 0.1, "b": 3.0}, findings=()))
+        writer.write(make_event(latency_ms=None, prompt=None, output="", tenant=None))
+    report = verify_chain(store)
+    assert report.ok, report.problems
+    assert report.events_checked == 2
