@@ -7,13 +7,18 @@ gave us, so redaction edits the original. Every step is expressed as a list of e
 ``(start, end, replacement)``; applying edits carries two arrays that give, for each
 character of the view, the original range it came from.
 
+The steps' own patterns are fixed, linear and written here, so they use the faster standard
+`re`; policy patterns, which users write, always go through `regex` with a timeout.
 Steps that have nothing to do cost nothing: pure-ASCII text skips the Unicode steps, and a view
 with no edits keeps the identity map without building arrays.
 """
 
 from __future__ import annotations
 
+import bisect
 import enum
+import functools
+import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,29 +43,66 @@ Edit = tuple[int, int, str]
 
 
 @dataclass(frozen=True, slots=True)
-class NormalizedText:
-    """A normalized view of ``original``.
+class _StepMap:
+    """The edits one step made, indexed for mapping output positions back to its input.
 
-    ``starts[i]``/``ends[i]`` give the original range behind view character ``i``; both are
-    ``None`` when the view is the original text unchanged.
+    ``out_starts[k]``/``out_ends[k]``: where edit ``k``'s replacement sits in the output;
+    ``in_starts[k]``/``in_ends[k]``: what it replaced in the input; ``shift[k]``: input
+    position minus output position just after edit ``k``.
+    """
+
+    in_starts: list[int]
+    in_ends: list[int]
+    out_starts: list[int]
+    out_ends: list[int]
+    shift: list[int]
+
+    def start(self, pos: int) -> int:
+        """Input position of output position ``pos`` (as a range start)."""
+        k = bisect.bisect_right(self.out_starts, pos) - 1
+        if k < 0:
+            return pos
+        if pos < self.out_ends[k]:
+            return self.in_starts[k]
+        return pos + self.shift[k]
+
+    def end(self, pos: int) -> int:
+        """Input end of the character at output position ``pos`` (exclusive)."""
+        k = bisect.bisect_right(self.out_starts, pos) - 1
+        if k < 0:
+            return pos + 1
+        if pos < self.out_ends[k]:
+            return self.in_ends[k]
+        return pos + self.shift[k] + 1
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizedText:
+    """A normalized view of ``original`` and the edits that lead back to it.
+
+    Mapping costs a binary search per step that changed something; a view with no edits
+    (``steps == ()``) is the original text.
     """
 
     original: str
     text: str
-    starts: Sequence[int] | None = None
-    ends: Sequence[int] | None = None
+    steps: tuple[_StepMap, ...] = ()
 
     def to_original(self, start: int, end: int) -> tuple[int, int]:
         """Map the view range ``[start, end)`` to the original text.
 
         An empty range maps to the original position of its start.
         """
-        if self.starts is None or self.ends is None:
+        if not self.steps:
             return start, end
         if start >= end:
-            pos = self.starts[start] if start < len(self.starts) else len(self.original)
-            return pos, pos
-        return self.starts[start], self.ends[end - 1]
+            for step in reversed(self.steps):
+                start = step.start(start)
+            return start, start
+        low, high = start, end
+        for step in reversed(self.steps):
+            low, high = step.start(low), step.end(high - 1)
+        return low, high
 
 
 def _apply(view: NormalizedText, edits: list[Edit]) -> NormalizedText:
@@ -68,60 +110,111 @@ def _apply(view: NormalizedText, edits: list[Edit]) -> NormalizedText:
     if not edits:
         return view
     text = view.text
-    if view.starts is None or view.ends is None:
-        old_starts: Sequence[int] = range(len(text))
-        old_ends: Sequence[int] = range(1, len(text) + 1)
-    else:
-        old_starts, old_ends = view.starts, view.ends
     pieces: list[str] = []
-    starts: list[int] = []
-    ends: list[int] = []
+    in_starts: list[int] = []
+    in_ends: list[int] = []
+    out_starts: list[int] = []
+    out_ends: list[int] = []
+    shift: list[int] = []
     pos = 0
+    out = 0
     for start, end, replacement in edits:
         pieces.append(text[pos:start])
-        starts.extend(old_starts[pos:start])
-        ends.extend(old_ends[pos:start])
-        if replacement:
-            pieces.append(replacement)
-            origin_start = old_starts[start]
-            origin_end = old_ends[end - 1] if end > start else origin_start
-            starts.extend([origin_start] * len(replacement))
-            ends.extend([origin_end] * len(replacement))
+        pieces.append(replacement)
+        out += start - pos
+        in_starts.append(start)
+        in_ends.append(end)
+        out_starts.append(out)
+        out += len(replacement)
+        out_ends.append(out)
+        shift.append(end - out)
         pos = end
     pieces.append(text[pos:])
-    starts.extend(old_starts[pos:])
-    ends.extend(old_ends[pos:])
-    return NormalizedText(view.original, "".join(pieces), starts, ends)
+    step = _StepMap(in_starts, in_ends, out_starts, out_ends, shift)
+    return NormalizedText(view.original, "".join(pieces), (*view.steps, step))
 
 
 # --- the steps -------------------------------------------------------------------------------
 
-_NON_ASCII_CLUSTER = regex.compile(r"[\x00-\x7f]\p{M}+|[^\x00-\x7f]\p{M}*")
+@functools.cache
+def _nfkc_changing() -> frozenset[str]:
+    """Every character NFKC changes on its own.
+
+    Built once, on first use (~0.1 s), from `unicodedata` itself rather than a hand-kept list,
+    so it matches the interpreter's Unicode version exactly.
+    """
+    changing: set[str] = set()
+    for low, high in ((0x80, 0x20000), (0x2F800, 0x2FA20)):
+        for code in range(low, high):
+            char = chr(code)
+            if unicodedata.normalize("NFKC", char) != char:
+                changing.add(char)
+    return frozenset(changing)
+
+
+_NON_ASCII_RUN = re.compile(r"[^\x00-\x7f]+")
 
 
 def _nfkc(text: str) -> list[Edit]:
-    """NFKC per grapheme cluster, so combining marks compose with their base character."""
-    if text.isascii():
+    """NFKC per grapheme cluster (a base and its combining marks), so marks compose with
+    their base; runs of non-ASCII text that are already normalized are skipped whole."""
+    if text.isascii() or unicodedata.is_normalized("NFKC", text):
         return []
+    changing = _nfkc_changing()
+    combining = unicodedata.combining
     edits: list[Edit] = []
-    for match in _NON_ASCII_CLUSTER.finditer(text):
-        cluster = match.group()
-        folded = unicodedata.normalize("NFKC", cluster)
-        if folded != cluster:
-            edits.append((match.start(), match.end(), folded))
+    for match in _NON_ASCII_RUN.finditer(text):
+        run = match.group()
+        base = match.start()
+        leading_mark = bool(combining(run[0])) and base > 0
+        if not leading_mark and unicodedata.is_normalized("NFKC", run):
+            continue
+        i, size = 0, len(run)
+        while i < size:
+            j = i + 1
+            while j < size and combining(run[j]):
+                j += 1
+            start = base + i - (1 if i == 0 and leading_mark else 0)
+            if j - i > 1 or run[i] in changing or start < base + i:
+                cluster = text[start : base + j]
+                folded = unicodedata.normalize("NFKC", cluster)
+                if folded != cluster:
+                    edits.append((start, base + j, folded))
+            i = j
     return edits
 
 
 # Format characters (zero-width space/joiners, bidi embeddings, overrides and isolates, word
 # joiner, BOM, soft hyphen...), variation selectors and tag characters: invisible, and used to
 # split words so a pattern does not see them.
-_INVISIBLE = regex.compile(r"[\p{Cf}\uFE00-\uFE0F\U000E0100-\U000E01EF\u115F\u1160\u3164]+")
+def _char_class(codes: list[int]) -> str:
+    """A character-class body for ``codes``, contiguous runs written as ranges."""
+    ranges: list[list[int]] = []
+    for code in codes:
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return "".join(
+        re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges
+    )
+
+
+_INVISIBLE_CODES = sorted(
+    [c for c in range(0x80, 0x110000) if unicodedata.category(chr(c)) == "Cf"]
+    + [*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0), 0x115F, 0x1160, 0x3164]
+)
+# `re` scans a class of BMP characters several times faster than one that also holds astral
+# ones, so the astral class only runs on the rare text that has astral characters.
+_INVISIBLE = re.compile("[" + _char_class([c for c in _INVISIBLE_CODES if c < 0x10000]) + "]+")
+_INVISIBLE_ALL = re.compile("[" + _char_class(_INVISIBLE_CODES) + "]+")
 
 
 def _strip_invisible(text: str) -> list[Edit]:
     if text.isascii():
         return []
-    return [(m.start(), m.end(), "") for m in _INVISIBLE.finditer(text)]
+    pattern = _INVISIBLE_ALL if max(text) > "\uffff" else _INVISIBLE
+    return [(m.start(), m.end(), "") for m in pattern.finditer(text)]
 
 
 # Look-alikes from the Unicode confusables table that NFKC leaves alone: Cyrillic, Greek and
@@ -141,7 +234,9 @@ _CONFUSABLES: dict[str, str] = {
     # Armenian and others
     "օ": "o", "ս": "u", "ց": "g", "ո": "n", "ɑ": "a", "ı": "i", "ȷ": "j",
 }  # fmt: skip
-_CONFUSABLE_RE = regex.compile("[" + "".join(_CONFUSABLES) + r"]|[^\x00-\x7f]")
+# Confusables, and the Latin letters with diacritics (Latin-1 Supplement, Extended-A/B and
+# Additional) whose accents are stripped; anything else (CJK...) is never looked at.
+_CONFUSABLE_RE = re.compile("[" + "".join(_CONFUSABLES) + "\u00c0-\u024f\u1e00-\u1eff]")
 
 
 def _confusables(text: str) -> list[Edit]:
@@ -167,22 +262,40 @@ _LEET = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "
          "|": "l", "8": "b", "9": "g"}  # fmt: skip
 # A leet character counts only inside a word that has letters (``h4x0r``, ``1gn0re``), so
 # plain numbers such as ``2024`` or ``4 items`` stay what they are.
-_LEET_RE = regex.compile(
-    r"(?<=\p{L}[013457@$!|89]*)[013457@$!|89]|[013457@$!|89](?=[013457@$!|89]*\p{L})"
-)
+_LEET_RUN = re.compile(r"[013457@$!|89]+")
+_LEET_DIGITS = frozenset("01345789")
 
 
 def _leetspeak(text: str) -> list[Edit]:
-    return [(m.start(), m.end(), _LEET[m.group()]) for m in _LEET_RE.finditer(text)]
+    """Fold leet characters inside words (``h4x0r``, ``1gn0re``), not plain numbers.
+
+    A run of leet characters counts when a letter follows it, or when a letter precedes it
+    and it ends in a digit: ``code!`` stays ``code!`` so a phrase at the end of a sentence
+    still ends on a word boundary.
+    """
+    edits: list[Edit] = []
+    size = len(text)
+    for match in _LEET_RUN.finditer(text):
+        start, end = match.span()
+        before = start > 0 and text[start - 1].isalpha()
+        after = end < size and text[end].isalpha()
+        if after or (before and text[end - 1] in _LEET_DIGITS):
+            edits.extend((i, i + 1, _LEET[text[i]]) for i in range(start, end))
+    return edits
 
 
 # Three or more single letters separated by one separator each: "i g n o r e", "i.g.n.o.r.e".
-_SPACED_RE = regex.compile(
-    r"(?<![\p{L}\p{N}])(?:[\p{L}\p{N}][ .\-_*·•/|]){2,}[\p{L}\p{N}](?![\p{L}\p{N}])"
-)
+_SPACED_RE = re.compile(r"\b(?:[^\W_][ .\-_*·•/|]){2,}[^\W_]\b")
+
+
+# Any run of three or more has a middle letter with a separator on both sides; looking for
+# that first (a pattern that starts with a small class) skips most texts cheaply.
+_SPACED_HINT = re.compile(r"[ .\-_*·•/|][^\W_][ .\-_*·•/|]")
 
 
 def _join_spaced(text: str) -> list[Edit]:
+    if not _SPACED_HINT.search(text):
+        return []
     edits: list[Edit] = []
     for match in _SPACED_RE.finditer(text):
         base = match.start()
@@ -200,15 +313,28 @@ _STEPS: dict[Step, Callable[[str], list[Edit]]] = {
 }
 
 
-def normalize(text: str, steps: Sequence[Step] = ALL_STEPS) -> NormalizedText:
+def canonical_steps(steps: Sequence[Step]) -> tuple[Step, ...]:
+    """``steps`` without repeats, in the order they are applied."""
+    wanted = set(steps)
+    return tuple(step for step in ALL_STEPS if step in wanted)
+
+
+def normalize(
+    text: str,
+    steps: Sequence[Step] = ALL_STEPS,
+    *,
+    start: NormalizedText | None = None,
+    done: Sequence[Step] = (),
+) -> NormalizedText:
     """Normalize ``text`` with ``steps`` (applied in the canonical order of `Step`).
 
     Returns the view and its offset map. Case is left alone: rules match case-insensitively
-    where they mean to.
+    where they mean to. ``start`` is a view of ``text`` already normalized with ``done``
+    (a prefix of the canonical ``steps``), so views sharing steps share the work.
     """
-    view = NormalizedText(text, text)
-    wanted = set(steps)
-    for step in ALL_STEPS:
-        if step in wanted:
+    view = start if start is not None else NormalizedText(text, text)
+    finished = set(done) if start is not None else set()
+    for step in canonical_steps(steps):
+        if step not in finished:
             view = _apply(view, _STEPS[step](view.text))
     return view

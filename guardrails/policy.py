@@ -93,6 +93,11 @@ class Settings(_Model):
         ge=0,
         description="Characters a stream always holds back beyond partial matches.",
     )
+    anchor_window_chars: int = Field(
+        400,
+        ge=16,
+        description="Anchored rules run this many characters either side of an anchor.",
+    )
     mode: Mode = Field(Mode.ENFORCE, description="shadow: audit verdicts without enforcing.")
     refusal: str = Field(
         "I can't help with that.", description="Text returned instead of a blocked completion."
@@ -127,6 +132,15 @@ class Rule(_Model):
         None, description="Phrases matched case-insensitively on word boundaries."
     )
     classifier: ClassifierMatch | None = None
+    anchors: tuple[str, ...] | None = Field(
+        None,
+        description=(
+            "Literals (case-insensitive) at least one of which every match contains. When set,"
+            " the pattern only runs near their occurrences (settings.anchor_window_chars),"
+            " which makes rare rules nearly free on long texts. Keyword rules get anchors"
+            " automatically."
+        ),
+    )
     validator: Literal["cn_resident_id", "iban", "luhn", "us_ssn"] | None = Field(
         None, description="Checksum a match must pass to count."
     )
@@ -166,6 +180,8 @@ class Rule(_Model):
                 "a rule needs exactly one of pattern, keywords or classifier"
                 + (f" (has {', '.join(matchers)})" if matchers else "")
             )
+        if self.anchors is not None and (not self.anchors or any(not a for a in self.anchors)):
+            raise ValueError("anchors must be non-empty strings")
         if self.validator and not self.pattern:
             raise ValueError("validator needs a pattern")
         if self.group is not None and self.pattern:

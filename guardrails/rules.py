@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import regex
 
 from guardrails.decision import Action, Finding, Severity, Span, Stage
-from guardrails.normalize import NormalizedText, Step, normalize
+from guardrails.normalize import NormalizedText, Step, canonical_steps, normalize
 from guardrails.policy import Mode, OnError, Policy, Rule
 from guardrails.validators import get_validator
 
@@ -53,6 +53,7 @@ class CompiledRule:
     view: tuple[Step, ...]
     validator: Callable[[str], bool] | None
     shadow: bool
+    anchors: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -69,6 +70,16 @@ class RuleScan:
     views_ms: float = 0.0
 
 
+def _anchors(rule: Rule) -> tuple[str, ...]:
+    """The literals a rule's matches must contain: declared ones, or for keyword rules the
+    longest word of each phrase (rarer than short ones; a CJK phrase is its own anchor)."""
+    if rule.anchors is not None:
+        return tuple(sorted({a.lower() for a in rule.anchors}))
+    if rule.keywords is not None:
+        return tuple(sorted({max(k.split(), key=len).lower() for k in rule.keywords}))
+    return ()
+
+
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
@@ -80,6 +91,7 @@ class RuleEngine:
         settings = policy.settings
         self.policy = policy
         self.timeout_s = settings.regex_timeout_ms / 1000.0
+        self.window = settings.anchor_window_chars
         self.on_error = settings.on_error
         self._by_stage: dict[Stage, list[CompiledRule]] = {stage: [] for stage in Stage}
         for rule in policy.rules:
@@ -89,9 +101,12 @@ class RuleEngine:
             compiled = CompiledRule(
                 rule=rule,
                 pattern=regex.compile(source),
-                view=tuple(rule.normalization if rule.normalization is not None else settings.normalization),
+                view=canonical_steps(
+                    rule.normalization if rule.normalization is not None else settings.normalization
+                ),
                 validator=get_validator(rule.validator) if rule.validator else None,
                 shadow=(rule.mode or settings.mode) is Mode.SHADOW,
+                anchors=_anchors(rule),
             )
             for stage in rule.applies_to:
                 self._by_stage[stage].append(compiled)
@@ -108,19 +123,92 @@ class RuleEngine:
         """
         result = RuleScan()
         views: dict[tuple[Step, ...], NormalizedText] = {}
+        lowered: dict[tuple[Step, ...], str | None] = {}
         for compiled in self._by_stage[stage]:
             view = views.get(compiled.view)
             if view is None:
-                view = views[compiled.view] = normalize(text, compiled.view)
-            self._run(compiled, view, result, partial)
+                view = views[compiled.view] = self._view(text, compiled.view, views)
+            windows: list[tuple[int, int]] | None = None
+            if compiled.anchors:
+                if compiled.view not in lowered:
+                    low = view.text.lower()
+                    # lower() may change the length (e.g. U+0130); then offsets would lie.
+                    lowered[compiled.view] = low if len(low) == len(view.text) else None
+                low_text = lowered[compiled.view]
+                if low_text is not None:
+                    windows = self._windows(low_text, compiled.anchors, partial)
+                    if not windows:
+                        continue
+            self._run(compiled, view, result, partial, windows)
         result.findings.sort(key=lambda f: (f.span.start if f.span else -1, f.rule_id))
         return result
 
-    def _run(self, compiled: CompiledRule, view: NormalizedText, result: RuleScan, partial: bool) -> None:
+    @staticmethod
+    def _view(
+        text: str, steps: tuple[Step, ...], views: dict[tuple[Step, ...], NormalizedText]
+    ) -> NormalizedText:
+        """Normalize, starting from the longest cached view whose steps are a prefix."""
+        best: tuple[Step, ...] = ()
+        for done in views:
+            if len(done) > len(best) and steps[: len(done)] == done:
+                best = done
+        if best:
+            return normalize(text, steps, start=views[best], done=best)
+        return normalize(text, steps)
+
+    def _windows(self, low_text: str, anchors: tuple[str, ...], partial: bool) -> list[tuple[int, int]]:
+        """Merged ``[start, end)`` ranges around every anchor occurrence (plus, for a stream,
+        the tail, where an anchor may still be arriving)."""
+        radius = self.window
+        size = len(low_text)
+        spans: list[tuple[int, int]] = []
+        for anchor in anchors:
+            index = low_text.find(anchor)
+            while index != -1:
+                spans.append((max(0, index - radius), min(size, index + len(anchor) + radius)))
+                index = low_text.find(anchor, index + 1)
+        if partial:
+            spans.append((max(0, size - radius), size))
+        if not spans:
+            return []
+        spans.sort()
+        merged = [spans[0]]
+        for start, end in spans[1:]:
+            if start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+            else:
+                merged.append((start, end))
+        return merged
+
+    def _run(
+        self,
+        compiled: CompiledRule,
+        view: NormalizedText,
+        result: RuleScan,
+        partial: bool,
+        windows: list[tuple[int, int]] | None = None,
+    ) -> None:
+        for start, end in windows or [(0, len(view.text))]:
+            self._run_window(compiled, view, result, partial, start, end)
+
+    def _run_window(
+        self,
+        compiled: CompiledRule,
+        view: NormalizedText,
+        result: RuleScan,
+        partial: bool,
+        window_start: int,
+        window_end: int,
+    ) -> None:
         rule = compiled.rule
         end_of_text = len(view.text)
+        # Only a window that reaches the real end of the text can hold a growing match.
+        partial = partial and window_end == end_of_text
         try:
-            for match in compiled.pattern.finditer(view.text, partial=partial, timeout=self.timeout_s):
+            matches = compiled.pattern.finditer(
+                view.text, window_start, window_end, partial=partial, timeout=self.timeout_s
+            )
+            for match in matches:
                 group = rule.group if rule.group is not None else 0
                 start, end = match.span(group)
                 if start < 0:

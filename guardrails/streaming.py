@@ -117,7 +117,15 @@ class StreamChecker:
                 continue  # wholly inside already-released context: handled then
             findings.append(replace(finding, span=Span(max(start, 0), end)))
 
-        blocking = [f for f in findings if f.action is Action.BLOCK and not f.shadow]
+        # A block that touches the end of the buffer is tentative: more text could still undo
+        # it (a word-boundary lookahead); its start is held back until it settles.
+        blocking = [
+            f
+            for f in findings
+            if f.action is Action.BLOCK
+            and not f.shadow
+            and (final or f.span is None or f.span.end < len(buffer))
+        ]
         if blocking:
             absolute = [self._absolute(f) for f in findings]
             self._findings.extend(absolute)

@@ -93,7 +93,8 @@ def test_random_chunking_is_equivalent_to_whole_text(data):
     whole = GUARD.check(text, Stage.OUTPUT)
     assert checker.verdict().blocked == whole.blocked
     if whole.blocked:
-        assert "launch code" not in released.lower()
+        # What was released before the block is itself clean.
+        assert not GUARD.check(released, Stage.OUTPUT).blocked
     else:
         assert released == whole.text
 
@@ -117,6 +118,6 @@ def test_holdback_window_delays_release():
 def test_feeding_after_block_is_an_error():
     """A blocked stream cannot be fed more text."""
     checker = GUARD.stream_checker()
-    assert checker.feed("launch code").blocked
+    assert checker.feed("launch code!").blocked
     with pytest.raises(RuntimeError, match="ended"):
         checker.feed("more")
