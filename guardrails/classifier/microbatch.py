@@ -10,6 +10,7 @@ loop; `SafetyClassifier` keeps one per loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -48,10 +49,8 @@ class MicroBatcher(Generic[R]):
     async def _collect(self) -> None:
         while self._queue:
             if self._queued < self._max_batch:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self._max_wait_s)
-                except TimeoutError:
-                    pass
             self._wake.clear()
             taken: list[tuple[list[str], asyncio.Future[list[R]]]] = []
             count = 0

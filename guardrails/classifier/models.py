@@ -21,7 +21,9 @@ from guardrails.classifier.errors import ClassifierError
 class ByteNgramNet(nn.Module):
     """Embedding-bag classifier over hashed byte n-grams; returns logits."""
 
-    def __init__(self, *, buckets: int, dim: int, hidden: int, n_out: int, dropout: float = 0.1):
+    def __init__(
+        self, *, buckets: int, dim: int, hidden: int, n_out: int, dropout: float = 0.1
+    ) -> None:
         super().__init__()
         self.buckets = buckets
         self.embedding = nn.Parameter(torch.empty(buckets, dim).normal_(0.0, 0.05))
@@ -34,7 +36,7 @@ class ByteNgramNet(nn.Module):
         )
 
     def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        table = self.embedding
+        table: torch.Tensor = self.embedding
         if self.training:
             # Gather only the rows this batch touches, with a sparse gradient, so the optimizer
             # (SparseAdam) updates a few thousand rows instead of the whole table each step.
@@ -49,7 +51,9 @@ class ByteNgramNet(nn.Module):
 class MiniLMHead(nn.Module):
     """MLP head on 384-dimensional sentence embeddings; returns logits."""
 
-    def __init__(self, *, dim: int = 384, hidden: int = 256, n_out: int, dropout: float = 0.1):
+    def __init__(
+        self, *, dim: int = 384, hidden: int = 256, n_out: int, dropout: float = 0.1
+    ) -> None:
         super().__init__()
         self.mlp = nn.Sequential(
             nn.Dropout(dropout), nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, n_out)
@@ -83,10 +87,12 @@ class MiniLMEncoder:
     def __init__(self, max_tokens: int = 256) -> None:
         try:
             from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging as hf_logging
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ClassifierError(
                 "the 'minilm' classifier needs transformers: pip install transformers"
             ) from exc
+        hf_logging.disable_progress_bar()  # a library should not draw on the caller's terminal
         path = minilm_dir()
         self.tokenizer: Any = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         self.model: Any = AutoModel.from_pretrained(str(path), local_files_only=True)

@@ -16,8 +16,18 @@ import numpy.typing as npt
 from guardrails.classifier.errors import ClassifierError
 
 Curve = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]  # (precision, recall)
-_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
-            "#17becf", "#7f7f7f", "#bcbd22"]
+_COLOURS = [
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#9467bd",
+    "#ff7f0e",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#7f7f7f",
+    "#bcbd22",
+]
 
 
 def render_svg(curves: Mapping[str, Curve], *, title: str) -> str:
@@ -50,7 +60,9 @@ def render_svg(curves: Mapping[str, Curve], *, title: str) -> str:
                 f'points="{" ".join(pts)}"/>'
             )
         ly = pad + 10 + 18 * i
-        parts.append(f'<rect x="{pad + pw + 12}" y="{ly - 9}" width="12" height="4" fill="{colour}"/>')
+        parts.append(
+            f'<rect x="{pad + pw + 12}" y="{ly - 9}" width="12" height="4" fill="{colour}"/>'
+        )
         parts.append(f'<text x="{pad + pw + 30}" y="{ly - 4}">{escape(name)}</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"

@@ -9,6 +9,7 @@ Importing this module imports torch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
@@ -70,10 +71,8 @@ def configure_threads(num_threads: int | None) -> int:
     if n < 1:
         raise ClassifierError(f"num_threads must be >= 1, got {n}")
     torch.set_num_threads(n)
-    try:
+    with contextlib.suppress(RuntimeError):  # already started: torch keeps its setting
         torch.set_num_interop_threads(min(n, 2))
-    except RuntimeError:
-        pass  # already started; torch keeps the earlier setting
     return n
 
 
@@ -95,7 +94,7 @@ def quantize_int8(module: nn.Module) -> nn.Module:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=UserWarning, message=r".*quantiz.*")
-        quantized: nn.Module = torch.ao.quantization.quantize_dynamic(
+        quantized: nn.Module = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
             module, {nn.Linear}, dtype=torch.qint8
         )
     return quantized
@@ -143,8 +142,15 @@ class SafetyClassifier:
     """
 
     def __init__(
-        self, *, name: str, backend: Backend, config: Mapping[str, Any], digest: str,
-        int8: bool, max_batch_size: int, max_wait_ms: float,
+        self,
+        *,
+        name: str,
+        backend: Backend,
+        config: Mapping[str, Any],
+        digest: str,
+        int8: bool,
+        max_batch_size: int,
+        max_wait_ms: float,
     ) -> None:
         if max_batch_size < 1:
             raise ClassifierError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -244,7 +250,14 @@ def read_config(directory: Path) -> dict[str, Any]:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ClassifierError(f"corrupt classifier config {path}: {exc}") from exc
-    required = ("kind", "categories", "thresholds", "window_chars", "stride_chars", "weights_sha256")
+    required = (
+        "kind",
+        "categories",
+        "thresholds",
+        "window_chars",
+        "stride_chars",
+        "weights_sha256",
+    )
     missing = [k for k in required if not isinstance(config, dict) or k not in config]
     if missing:
         raise ClassifierError(f"classifier config {path} lacks {missing}")
@@ -276,7 +289,9 @@ def _build_fast(config: Mapping[str, Any], tensors: dict[str, torch.Tensor], int
 
     hp = config["hparams"]
     net = ByteNgramNet(
-        buckets=int(hp["buckets"]), dim=int(hp["dim"]), hidden=int(hp["hidden"]),
+        buckets=int(hp["buckets"]),
+        dim=int(hp["dim"]),
+        hidden=int(hp["hidden"]),
         n_out=len(config["categories"]),
     )
     _load_state(net, tensors)
@@ -303,7 +318,9 @@ def _load_state(module: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     try:
         module.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
-        raise ClassifierError(f"classifier weights do not fit the model in config.json: {exc}") from exc
+        raise ClassifierError(
+            f"classifier weights do not fit the model in config.json: {exc}"
+        ) from exc
 
 
 BUILDERS: dict[str, Callable[[Mapping[str, Any], dict[str, torch.Tensor], bool], Backend]] = {
@@ -326,8 +343,12 @@ def resolve(name_or_path: str) -> tuple[str, Path]:
 
 
 def load(
-    name_or_path: str, *, int8: bool = False, num_threads: int | None = None,
-    max_batch_size: int = 64, max_wait_ms: float = 2.0,
+    name_or_path: str,
+    *,
+    int8: bool = False,
+    num_threads: int | None = None,
+    max_batch_size: int = 64,
+    max_wait_ms: float = 2.0,
 ) -> SafetyClassifier:
     """See `guardrails.classifier.load_classifier`."""
     if not isinstance(name_or_path, str | os.PathLike):
@@ -344,14 +365,22 @@ def load(
     tensors, digest = _load_tensors(directory, str(config["weights_sha256"]))
     backend = builder(config, tensors, int8)
     return SafetyClassifier(
-        name=name, backend=backend, config=config, digest=digest, int8=int8,
-        max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
+        name=name,
+        backend=backend,
+        config=config,
+        digest=digest,
+        int8=int8,
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
     )
 
 
 def write_model_dir(
-    directory: Path, tensors: Mapping[str, torch.Tensor], config: Mapping[str, Any],
-    *, half: Sequence[str] = (),
+    directory: Path,
+    tensors: Mapping[str, torch.Tensor],
+    config: Mapping[str, Any],
+    *,
+    half: Sequence[str] = (),
 ) -> str:
     """Write weights (names in ``half`` stored as float16) and config; returns the SHA-256."""
     from safetensors.torch import save_file

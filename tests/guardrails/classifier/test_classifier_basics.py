@@ -28,7 +28,13 @@ def test_public_api_is_pinned():
 def test_categories_are_the_contract():
     """The category tuple the guard pipeline codes against is unchanged, and all are mapped."""
     assert CATEGORIES == (
-        "prompt_injection", "violence", "hate", "sexual", "self_harm", "illicit", "privacy"
+        "prompt_injection",
+        "violence",
+        "hate",
+        "sexual",
+        "self_harm",
+        "illicit",
+        "privacy",
     )
     assert set(pkg.TAXONOMY) == set(CATEGORIES)
 
@@ -54,7 +60,7 @@ def test_import_does_not_import_torch():
 
 def test_normalize_folds_width_case_and_space():
     """Full-width letters, case and runs of whitespace fold to one view."""
-    assert normalize("ＩＧＮＯＲＥ   All\n\tRULES") == "ignore all rules"
+    assert normalize("\uff29\uff27\uff2e\uff2f\uff32\uff25   All\n\tRULES") == "ignore all rules"
 
 
 def test_ngram_ids_are_deterministic_and_in_range():
@@ -62,7 +68,8 @@ def test_ngram_ids_are_deterministic_and_in_range():
     a = ngram_ids("Kill the process", buckets=1000)
     b = ngram_ids("kill  the PROCESS", buckets=1000)
     assert np.array_equal(a, b)
-    assert a.min() >= 0 and a.max() < 1000
+    assert a.min() >= 0
+    assert a.max() < 1000
     assert not np.array_equal(a, ngram_ids("kill the person", buckets=1000))
 
 
@@ -71,7 +78,8 @@ def test_batch_offsets_point_at_each_text():
     ids, offsets = batch_ngram_ids(["ab", "hello world", ""], buckets=50)
     assert offsets.tolist()[0] == 0
     assert len(ids) == len(ngram_ids("ab", buckets=50)) + len(
-        ngram_ids("hello world", buckets=50)) + len(ngram_ids("", buckets=50))
+        ngram_ids("hello world", buckets=50)
+    ) + len(ngram_ids("", buckets=50))
 
 
 @settings(max_examples=60, deadline=None)
@@ -123,19 +131,24 @@ def test_read_jsonl_reports_every_bad_line(tmp_path):
     """Each malformed line is named with its line number in one error."""
     p = tmp_path / "bad.jsonl"
     p.write_text(
-        "\n".join([
-            json.dumps({"text": "ok", "labels": []}),
-            "{not json",
-            json.dumps({"text": 3, "labels": []}),
-            json.dumps({"text": "x", "labels": ["weapons"]}),
-        ]),
+        "\n".join(
+            [
+                json.dumps({"text": "ok", "labels": []}),
+                "{not json",
+                json.dumps({"text": 3, "labels": []}),
+                json.dumps({"text": "x", "labels": ["weapons"]}),
+            ]
+        ),
         encoding="utf-8",
     )
     with pytest.raises(ClassifierError) as info:
         read_jsonl(p)
     msg = str(info.value)
     assert "3 bad line(s)" in msg
-    assert ":2:" in msg and ":3:" in msg and ":4:" in msg and "weapons" in msg
+    assert ":2:" in msg
+    assert ":3:" in msg
+    assert ":4:" in msg
+    assert "weapons" in msg
 
 
 def test_microbatcher_gathers_concurrent_callers():

