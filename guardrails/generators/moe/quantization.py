@@ -68,16 +68,14 @@ class Int8Experts(Experts):
         self.register_buffer("down_q", dn_q)
         self.register_buffer("down_scale", dn_s)
 
-    def expert_matmuls(self, buf: Tensor, active: Tensor | None) -> Tensor:
+    def select_weights(self, experts: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Dequantize only the experts asked for (the int8 rows are gathered first)."""
         gu_q, gu_s = cast(Tensor, self.gate_up_q), cast(Tensor, self.gate_up_scale)
         dn_q, dn_s = cast(Tensor, self.down_q), cast(Tensor, self.down_scale)
-        if active is not None:
-            gu_q, gu_s = gu_q.index_select(0, active), gu_s.index_select(0, active)
-            dn_q, dn_s = dn_q.index_select(0, active), dn_s.index_select(0, active)
-        gate_up = gu_q.to(buf.dtype) * gu_s
-        down = dn_q.to(buf.dtype) * dn_s
-        gate, up = torch.bmm(buf, gate_up.transpose(1, 2)).chunk(2, dim=-1)
-        return torch.bmm(torch.nn.functional.silu(gate) * up, down.transpose(1, 2))
+        if experts is not None:
+            gu_q, gu_s = gu_q.index_select(0, experts), gu_s.index_select(0, experts)
+            dn_q, dn_s = dn_q.index_select(0, experts), dn_s.index_select(0, experts)
+        return gu_q.to(torch.float32) * gu_s, dn_q.to(torch.float32) * dn_s
 
 
 def quantize_model(model: MoEForCausalLM) -> MoEForCausalLM:

@@ -2,7 +2,9 @@
 
 Dispatch is vectorized: the (token, expert) assignments are sorted by expert, scattered into a
 padded [active_experts, capacity, hidden] buffer, run through two batched matmuls and
-scattered back with ``index_add_``. Nothing loops over tokens or experts in Python.
+scattered back with ``index_add_``; when there are fewer assignments than experts (decoding)
+each assignment gathers its expert's weights instead. Nothing loops over tokens or experts in
+Python.
 """
 
 from __future__ import annotations
@@ -78,17 +80,31 @@ class Experts(nn.Module):
         nn.init.normal_(self.gate_up_proj, std=0.02)
         nn.init.normal_(self.down_proj, std=0.02)
 
-    def expert_matmuls(self, buf: Tensor, active: Tensor | None) -> Tensor:
-        """Run [A, C, H] token buffers through experts ``active`` (None: all, in order)."""
-        gate_up = self.gate_up_proj if active is None else self.gate_up_proj.index_select(0, active)
-        down = self.down_proj if active is None else self.down_proj.index_select(0, active)
+    def select_weights(self, experts: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Float (gate_up, down) weights of ``experts`` in that order (None: all experts)."""
+        if experts is None:
+            return self.gate_up_proj, self.down_proj
+        return self.gate_up_proj.index_select(0, experts), self.down_proj.index_select(0, experts)
+
+    def expert_matmuls(self, buf: Tensor, experts: Tensor | None) -> Tensor:
+        """Run token buffers [A, C, H] through ``experts`` (A ids; None: all, in order)."""
+        gate_up, down = self.select_weights(experts)
         gate, up = torch.bmm(buf, gate_up.transpose(1, 2)).chunk(2, dim=-1)
         return torch.bmm(F.silu(gate) * up, down.transpose(1, 2))
 
     def forward(self, x: Tensor, idx: Tensor, weights: Tensor) -> Tensor:
-        """``x`` [N, H], ``idx``/``weights`` [N, k] → weighted sum of chosen experts [N, H]."""
+        """``x`` [N, H], ``idx``/``weights`` [N, k] → weighted sum of chosen experts [N, H].
+
+        With fewer assignments than experts (decoding a few rows) each assignment gathers
+        its expert's weights and one batched matmul serves all of them; otherwise the
+        assignments are grouped by expert (sort, scatter into a padded buffer, bmm, scatter
+        back with ``index_add_``).
+        """
         n, k = idx.shape
         flat = idx.reshape(-1)
+        if n * k < self.num_experts:
+            out = self.expert_matmuls(x.repeat_interleave(k, dim=0).unsqueeze(1), flat)
+            return (out.view(n, k, -1) * weights.unsqueeze(-1)).sum(dim=1)
         order = torch.argsort(flat, stable=True)
         sorted_expert = flat[order]
         token = order // k

@@ -333,6 +333,19 @@ def write_plots(report: TrainReport, out: Path) -> list[Path]:
     return written
 
 
+def _licence_lines(corpus: str) -> list[str]:
+    if corpus != DEFAULT_CORPUS_NAME:
+        return [
+            f"Trained on `{corpus}`: the weights carry that text's licence terms; check them",
+            "before distributing this checkpoint.",
+        ]
+    return [
+        "The training text is Python documentation from CPython's standard library, under the",
+        "PSF License Version 2 (Copyright © 2001 Python Software Foundation). The weights are",
+        "distributed with this project under its own licence; keep the PSF notice with them.",
+    ]
+
+
 def write_model_card(
     report: TrainReport, settings: TrainSettings, out: Path, *, sample: str | None = None
 ) -> Path:
@@ -384,9 +397,7 @@ def write_model_card(
         "",
         "## Licence",
         "",
-        "The training text is Python documentation from CPython's standard library, under the",
-        "PSF License Version 2 (Copyright © 2001 Python Software Foundation). The weights are",
-        "distributed with this project under its own licence; keep the PSF notice with them.",
+        *_licence_lines(report.corpus),
     ]
     if sample is not None:
         lines += ["", "## Sample", "", "```", sample.strip(), "```"]

@@ -105,6 +105,12 @@ TINY_TEXT = (
 
 
 @pytest.fixture(scope="session")
+def tiny_text() -> str:
+    """A few repeated sentences about the guard: enough to train a tiny BPE."""
+    return TINY_TEXT
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random native checkpoint (sigmoid routing, 1 dense layer) with a trained tiny BPE."""
     from guardrails.generators.moe.config import MoEConfig

@@ -1,0 +1,286 @@
+"""Benchmarks of the MoE generator; prints machine, versions and side-by-side ratios.
+
+    .venv/bin/python bench/bench_moe.py [--threads 1] [--tokens 64] [--quick]
+
+Sections: decode tokens/s at batch 1 and 8 (bundled model); MoE against dense models with
+the same active and the same total parameters (same width/depth, random weights: speed and
+memory do not depend on training); INT8 against fp32 (speed, held-out perplexity); 8
+concurrent streams with dynamic batching against the same 8 served one at a time.
+Memory is measured in a fresh subprocess per model: peak RSS growth over the baseline after
+importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from guardrails.generators.moe import (
+    BUNDLED_DIR,
+    load_pretrained,
+)
+from guardrails.generators.moe.config import MoEConfig
+from guardrails.generators.moe.generation import SamplingParams, generate_ids
+from guardrails.generators.moe.loading import read_config
+from guardrails.generators.moe.model import MoEForCausalLM
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{cpu}; {os.cpu_count()} logical cores; torch {torch.__version__}; "
+        f"threads {torch.get_num_threads()}; load avg {load:.1f}; "
+        f"Python {platform.python_version()}"
+    )
+
+
+def decode_rate(model: MoEForCausalLM, batch: int, tokens: int, repeats: int = 2) -> float:
+    """Generated tokens per second (all rows), greedy, after one warm-up."""
+    prompts = [[(7 * i + j) % 200 + 10 for j in range(16)] for i in range(batch)]
+    params = SamplingParams(max_new_tokens=tokens, temperature=0.0, ignore_eos=True)
+    generate_ids(model, prompts, replace(params, max_new_tokens=4))
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        generate_ids(model, prompts, params)
+        best = min(best, time.perf_counter() - start)
+    return batch * tokens / best
+
+
+def variants(base: MoEConfig) -> dict[str, MoEConfig]:
+    """MoE, dense with the same active FFN width, dense with the same total FFN width."""
+    active = base.moe_intermediate_size * base.num_experts_per_tok + base.shared_intermediate_size
+    total = base.moe_intermediate_size * base.num_experts + base.shared_intermediate_size
+    dense = {"num_experts": 0, "num_experts_per_tok": 0, "shared_intermediate_size": 0}
+    return {
+        "moe": base,
+        "dense_same_active": replace(base, intermediate_size=active, **dense),
+        "dense_same_total": replace(base, intermediate_size=total, **dense),
+    }
+
+
+def _rss_mb() -> float:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+class PeakRSS:
+    """Samples resident memory every millisecond in a thread; ``peak`` is the maximum seen."""
+
+    def __init__(self) -> None:
+        self.peak = _rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_mb())
+            time.sleep(0.001)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return max(self.peak, _rss_mb())
+
+
+def _child(cfg_json: str, tokens: int, threads: int) -> None:
+    torch.set_num_threads(threads)
+    cfg = MoEConfig.from_dict(json.loads(cfg_json))
+    torch.zeros(1) @ torch.zeros(1)  # load the BLAS kernels before the baseline
+    base = _rss_mb()
+    sampler = PeakRSS()
+    model = MoEForCausalLM(cfg).eval()
+    rates = {b: decode_rate(model, b, tokens) for b in (1, 8)}
+    peak = sampler.stop()
+    print(
+        json.dumps(
+            {
+                "params": model.num_parameters(),
+                "active": model.num_parameters(active=True),
+                "tok_s_b1": rates[1],
+                "tok_s_b8": rates[8],
+                "peak_mb": peak - base,
+            }
+        )
+    )
+
+
+def compare_moe_dense(tokens: int, threads: int, rounds: int) -> None:
+    cfg = read_config(CHECKPOINT)
+    rows: dict[str, dict[str, float]] = {}
+    for _ in range(rounds):  # interleaved rounds, best of each: the machine is shared
+        for name, c in variants(cfg).items():
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    *("--child", json.dumps(c.to_dict())),
+                    *("--tokens", str(tokens), "--threads", str(threads)),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            old = rows.setdefault(name, r)
+            for key in ("tok_s_b1", "tok_s_b8"):
+                old[key] = max(old[key], r[key])
+            old["peak_mb"] = min(old["peak_mb"], r["peak_mb"])
+    moe = rows["moe"]
+    print("\n## MoE vs dense (same width and depth; random weights)")
+    print(
+        f"{'model':<20}{'params':>10}{'active':>10}{'tok/s b1':>10}{'tok/s b8':>10}{'peak MB':>9}"
+    )
+    for name, r in rows.items():
+        print(
+            f"{name:<20}{r['params']:>10,}{r['active']:>10,}{r['tok_s_b1']:>10.1f}"
+            f"{r['tok_s_b8']:>10.1f}{r['peak_mb']:>9.1f}"
+        )
+    for name in ("dense_same_active", "dense_same_total"):
+        r = rows[name]
+        print(
+            f"MoE / {name}: speed b1 x{moe['tok_s_b1'] / r['tok_s_b1']:.2f}, "
+            f"b8 x{moe['tok_s_b8'] / r['tok_s_b8']:.2f}, "
+            f"peak memory x{moe['peak_mb'] / r['peak_mb']:.2f}"
+        )
+
+
+def heldout_perplexity(model: MoEForCausalLM, data: torch.Tensor, seq_len: int = 128) -> float:
+    from guardrails.generators.moe.training import evaluate
+
+    return math.exp(evaluate(model, data, seq_len=seq_len))
+
+
+def compare_int8(tokens: int, heldout_tokens: int) -> None:
+    from guardrails.generators.moe.training import default_corpus, split_tokens
+
+    fp32, int8 = load_pretrained(CHECKPOINT), load_pretrained(CHECKPOINT, quantize=True)
+    _, held = split_tokens(default_corpus(), fp32.tokenizer, block=512, holdout_every=20)
+    held = held[:heldout_tokens]
+    print(f"\n## INT8 vs fp32 (bundled model; perplexity on {len(held):,} held-out tokens)")
+    rows = {}
+    for name, gen in (("fp32", fp32), ("int8", int8)):
+        rows[name] = (
+            decode_rate(gen.model, 1, tokens),
+            decode_rate(gen.model, 8, tokens),
+            heldout_perplexity(gen.model, held),
+        )
+        b1, b8, ppl = rows[name]
+        print(f"{name:<6} tok/s b1 {b1:8.1f}   tok/s b8 {b8:8.1f}   perplexity {ppl:8.3f}")
+    (a1, a8, ap), (q1, q8, qp) = rows["fp32"], rows["int8"]
+    print(
+        f"INT8 / fp32: speed b1 x{q1 / a1:.2f}, b8 x{q8 / a8:.2f}; "
+        f"perplexity change {100 * (qp - ap) / ap:+.2f}%"
+    )
+
+
+def compare_batching(tokens: int) -> None:
+    prompts = [
+        "The with statement",
+        "A class definition",
+        "The import system",
+        "Exceptions are raised",
+        "The for statement",
+        "Comparisons can be chained",
+        "A function definition",
+        "The return statement",
+    ]
+    opts = {"temperature": 0.0, "max_tokens": tokens}
+    gen = load_pretrained(CHECKPOINT)
+    gen.defaults = replace(gen.defaults, ignore_eos=True)
+    gen.generate(prompts[0], max_tokens=4, temperature=0.0)
+    start = time.perf_counter()
+    sequential = [gen.generate(p, **opts) for p in prompts]
+    seq_time = time.perf_counter() - start
+    gen.enable_batching(max_batch=8)
+    results: dict[int, str] = {}
+    first_chunk: dict[int, float] = {}
+    barrier = threading.Barrier(len(prompts) + 1)
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        t0 = time.perf_counter()
+        parts = []
+        for chunk in gen.stream(prompts[i], **opts):
+            first_chunk.setdefault(i, time.perf_counter() - t0)
+            parts.append(chunk)
+        results[i] = "".join(parts)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    conc_time = time.perf_counter() - start
+    engine = gen._engine
+    gen.close()
+    same = sum(results[i] == sequential[i] for i in range(len(prompts)))
+    n = len(prompts) * tokens
+    print(f"\n## 8 concurrent streams x {tokens} tokens: dynamic batching vs one at a time")
+    print(f"one at a time     {seq_time:7.2f} s  {n / seq_time:8.1f} tok/s")
+    print(
+        f"dynamic batching  {conc_time:7.2f} s  {n / conc_time:8.1f} tok/s  "
+        f"(max rows together {engine.max_rows_seen}, mean first chunk "
+        f"{1000 * sum(first_chunk.values()) / len(first_chunk):.0f} ms)"
+    )
+    print(f"speed-up x{seq_time / conc_time:.2f}; identical greedy outputs {same}/{len(prompts)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--heldout-tokens", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--checkpoint", type=Path, default=BUNDLED_DIR)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=["decode", "dense", "int8", "batching"])
+    args = parser.parse_args()
+    if args.child:
+        _child(args.child, args.tokens, args.threads)
+        return
+    torch.set_num_threads(args.threads)
+    global CHECKPOINT
+    CHECKPOINT = args.checkpoint
+    print("# MoE generator benchmarks")
+    print(machine())
+    if args.only in (None, "decode"):
+        gen = load_pretrained(CHECKPOINT)
+        print(f"\n## Decode (bundled model, {gen.model.num_parameters():,} params, greedy)")
+        b1, b8 = decode_rate(gen.model, 1, args.tokens), decode_rate(gen.model, 8, args.tokens)
+        print(f"batch 1: {b1:8.1f} tok/s   batch 8: {b8:8.1f} tok/s   (x{b8 / b1:.2f} throughput)")
+    if args.only in (None, "dense"):
+        compare_moe_dense(args.tokens, args.threads, args.rounds)
+    if args.only in (None, "int8"):
+        compare_int8(args.tokens, args.heldout_tokens)
+    if args.only in (None, "batching"):
+        compare_batching(args.tokens)
+
+
+if __name__ == "__main__":
+    main()
