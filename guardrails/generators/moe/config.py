@@ -53,6 +53,8 @@ class MoEConfig:
     qk_rope_head_dim: int = 0
     v_head_dim: int = 0
     rope_interleave: bool = False
+    sliding_window: int | None = None
+    sliding_layers: tuple[int, ...] | None = None
     rope_theta: float = 10000.0
     max_position_embeddings: int = 2048
     rms_norm_eps: float = 1e-6
@@ -80,6 +82,17 @@ class MoEConfig:
         if problems:
             raise CheckpointError("invalid MoE config: " + "; ".join(problems))
 
+    def window_of(self, layer_idx: int) -> int | None:
+        """Sliding-window size of layer ``layer_idx`` (None: full causal attention).
+
+        ``sliding_layers=None`` applies the window to every layer (Mixtral).
+        """
+        if self.sliding_window is None:
+            return None
+        if self.sliding_layers is None or layer_idx in self.sliding_layers:
+            return self.sliding_window
+        return None
+
     def is_moe_layer(self, layer_idx: int) -> bool:
         """Whether layer ``layer_idx`` has a routed-expert FFN (else a dense one)."""
         return self.num_experts > 0 and layer_idx not in self.dense_layers
@@ -93,6 +106,8 @@ class MoEConfig:
         """JSON-ready dict; ``model_type`` marks the native checkpoint format."""
         data = dataclasses.asdict(self)
         data["dense_layers"] = list(self.dense_layers)
+        if self.sliding_layers is not None:
+            data["sliding_layers"] = list(self.sliding_layers)
         data["model_type"] = NATIVE_MODEL_TYPE
         return data
 
@@ -104,8 +119,9 @@ class MoEConfig:
         unknown = sorted(set(payload) - fields)
         if unknown:
             raise CheckpointError(f"{source}: unknown keys {unknown}")
-        if "dense_layers" in payload:
-            payload["dense_layers"] = tuple(payload["dense_layers"])
+        for key in ("dense_layers", "sliding_layers"):
+            if payload.get(key) is not None:
+                payload[key] = tuple(payload[key])
         try:
             return cls(**payload)
         except TypeError as exc:
@@ -159,6 +175,7 @@ def from_mixtral(data: dict[str, Any], source: str) -> MoEConfig:
         num_experts=int(_get(data, "num_local_experts", source)),
         num_experts_per_tok=int(_get(data, "num_experts_per_tok", source)),
         norm_topk_prob=True,
+        sliding_window=int(data["sliding_window"]) if data.get("sliding_window") else None,
         rope_theta=_rope_theta(data, source),
         max_position_embeddings=int(data.get("max_position_embeddings", 4096)),
         rms_norm_eps=float(data.get("rms_norm_eps", 1e-5)),
@@ -178,6 +195,16 @@ def from_qwen2_moe(data: dict[str, Any], source: str) -> MoEConfig:
     step = int(data.get("decoder_sparse_step", 1))
     mlp_only = set(data.get("mlp_only_layers") or [])
     dense = tuple(i for i in range(layers) if i in mlp_only or experts == 0 or (i + 1) % step)
+    window: int | None = None
+    sliding: tuple[int, ...] | None = None
+    if data.get("use_sliding_window") and data.get("sliding_window"):
+        window = int(data["sliding_window"])
+        types = data.get("layer_types")
+        if types:
+            sliding = tuple(i for i, t in enumerate(types) if t == "sliding_attention")
+        else:
+            top = int(data.get("max_window_layers", layers))
+            sliding = tuple(i for i in range(layers) if (i + 1) % 2 and i < top)
     return MoEConfig(
         vocab_size=int(_get(data, "vocab_size", source)),
         hidden_size=hidden,
@@ -193,6 +220,8 @@ def from_qwen2_moe(data: dict[str, Any], source: str) -> MoEConfig:
         shared_expert_gate=True,
         norm_topk_prob=bool(data.get("norm_topk_prob", False)),
         dense_layers=dense,
+        sliding_window=window,
+        sliding_layers=sliding,
         qkv_bias=bool(data.get("qkv_bias", True)),
         rope_theta=_rope_theta(data, source),
         max_position_embeddings=int(data.get("max_position_embeddings", 4096)),

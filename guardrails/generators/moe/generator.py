@@ -102,9 +102,9 @@ class TextAssembler:
 class MoEGenerator:
     """A loaded MoE model plus tokenizer, served through `generate`/`stream`.
 
-    Implements `guardrails.generators.ModelGenerator`. Not thread-safe on its own: for
-    concurrent callers enable dynamic batching (`enable_batching`), which funnels every call
-    into one decode loop.
+    Implements `guardrails.generators.ModelGenerator`. Concurrent calls are safe (each has
+    its own KV cache) but compete for the CPU side by side; `enable_batching` funnels them
+    into one decode loop instead, which is what a server should do.
     """
 
     def __init__(

@@ -95,19 +95,29 @@ class MoEForCausalLM(nn.Module):
         if positions is None:
             positions = (full_mask.to(torch.long).cumsum(1) - 1).clamp(min=0)[:, -t:]
         mask: Tensor | None = None
+        windowed: dict[int, Tensor | None] = {}
+        s = full_mask.shape[1]
+        q_abs = torch.arange(s - t, s, device=input_ids.device)
+        k_abs = torch.arange(s, device=input_ids.device)
         if cache is not None or not bool(attention_mask.all()):
-            s = full_mask.shape[1]
-            q_abs = torch.arange(s - t, s, device=input_ids.device)
-            k_abs = torch.arange(s, device=input_ids.device)
             causal = k_abs[None, :] <= q_abs[:, None]
             is_self = k_abs[None, :] == q_abs[:, None]
             mask = ((causal[None] & full_mask[:, None, :]) | is_self[None])[:, None]
+        for window in {self.config.window_of(i) for i in range(self.config.num_layers)}:
+            if window is None or s <= window:
+                windowed[window or 0] = mask
+                continue
+            # cache positions are contiguous per row (padding only leads), so index distance
+            # is token distance
+            inside = k_abs[None, :] > q_abs[:, None] - window
+            base = mask if mask is not None else (k_abs[None, :] <= q_abs[:, None])[None, None]
+            windowed[window] = base & inside[None, None]
         if cache is not None:
             cache.key_mask = full_mask
         x = self.embed_tokens(input_ids)
         cos_sin = self.rope.cos_sin(positions)
-        for layer in self.layers:
-            x = layer(x, self.rope, cos_sin, mask, cache)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, self.rope, cos_sin, windowed[self.config.window_of(i) or 0], cache)
         if last_only:
             x = x[:, -1:]
         logits: Tensor = self.lm_head(self.norm(x))

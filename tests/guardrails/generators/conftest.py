@@ -46,6 +46,35 @@ def _tiny_configs() -> dict[str, tuple[Any, Any]]:
                 mlp_only_layers=[1],
             ),
         ),
+        "mixtral_swa": (
+            transformers.MixtralForCausalLM,
+            transformers.MixtralConfig(
+                **common,
+                intermediate_size=40,
+                num_hidden_layers=2,
+                num_key_value_heads=2,
+                num_local_experts=4,
+                num_experts_per_tok=2,
+                sliding_window=8,
+            ),
+        ),
+        "qwen2_moe_swa": (
+            transformers.Qwen2MoeForCausalLM,
+            transformers.Qwen2MoeConfig(
+                **common,
+                intermediate_size=48,
+                moe_intermediate_size=16,
+                shared_expert_intermediate_size=24,
+                num_hidden_layers=3,
+                num_key_value_heads=2,
+                num_experts=4,
+                num_experts_per_tok=2,
+                norm_topk_prob=True,
+                use_sliding_window=True,
+                sliding_window=8,
+                max_window_layers=2,
+            ),
+        ),
         "deepseek_v3": (
             transformers.DeepseekV3ForCausalLM,
             transformers.DeepseekV3Config(

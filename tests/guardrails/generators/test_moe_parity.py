@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-FAMILIES = ("mixtral", "qwen2_moe", "deepseek_v3")
+FAMILIES = ("mixtral", "qwen2_moe", "deepseek_v3", "mixtral_swa", "qwen2_moe_swa")
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")

@@ -14,7 +14,6 @@ from typer.testing import CliRunner  # noqa: E402
 from guardrails.generators.moe import load_pretrained  # noqa: E402
 from guardrails.generators.moe.training import TrainSettings, train  # noqa: E402
 
-
 TINY = {
     "batch_size": 4,
     "seq_len": 16,
