@@ -24,11 +24,11 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import mixed_text, texts  # noqa: E402
-from machine import describe  # noqa: E402
+from corpus import mixed_text, texts
+from machine import describe
 
-from guardrails import Guard, Stage  # noqa: E402
-from guardrails.policy import Policy, default_policy_path  # noqa: E402
+from guardrails import Guard, Stage
+from guardrails.policy import Policy, default_policy_path
 
 
 def _variant(*, anchors: bool, normalization: bool) -> Policy:
@@ -100,7 +100,10 @@ def main() -> None:
         best = min(_timed(lambda g=guard: g.engine.scan(big, Stage.INPUT)) for _ in range(3))
         rates[name] = megabytes / best
     for name, rate in rates.items():
-        print(f"  {name:24s} {rate:7.2f} MB/s   ratio to default {rate / rates['default policy']:5.2f}x")
+        print(
+            f"  {name:24s} {rate:7.2f} MB/s"
+            f"   ratio to default {rate / rates['default policy']:5.2f}x"
+        )
     print("  goal: >= 20 MB/s")
 
     def bare(prompt: str) -> str:
@@ -109,19 +112,28 @@ def main() -> None:
     guard = guards["default policy"]
     wrapped = guard.wrap(bare)
     prompts = samples[:200]
-    bare_ms = min(_timed(lambda: [bare(p) for p in prompts]) for _ in range(3)) * 1000 / len(prompts)
-    wrapped_ms = min(_timed(lambda: [wrapped(p) for p in prompts if "ignore" not in p.lower()]) for _ in range(3))
+    bare_ms = (
+        min(_timed(lambda: [bare(p) for p in prompts]) for _ in range(3)) * 1000 / len(prompts)
+    )
+    wrapped_ms = min(
+        _timed(lambda: [wrapped(p) for p in prompts if "ignore" not in p.lower()]) for _ in range(3)
+    )
     wrapped_ms = wrapped_ms * 1000 / len([p for p in prompts if "ignore" not in p.lower()])
     with tempfile.TemporaryDirectory() as tmp:
         audited_guard = Guard.from_policy(default_policy_path(), audit=f"sqlite:///{tmp}/bench.db")
         audited = audited_guard.wrap(bare)
         clean = [p for p in prompts if "ignore" not in p.lower()]
-        audited_ms = min(_timed(lambda: [audited(p) for p in clean]) for _ in range(2)) * 1000 / len(clean)
+        audited_ms = (
+            min(_timed(lambda: [audited(p) for p in clean]) for _ in range(2)) * 1000 / len(clean)
+        )
         audited_guard.close()
     print("\nper call, 1 KB prompt, single caller:")
     print(f"  bare generator          {bare_ms:8.4f} ms")
     print(f"  guarded, no audit       {wrapped_ms:8.4f} ms   (+{wrapped_ms - bare_ms:.3f} ms)")
-    print(f"  guarded, durable SQLite {audited_ms:8.4f} ms   (+{audited_ms - bare_ms:.3f} ms; one fsync per call)")
+    print(
+        f"  guarded, durable SQLite {audited_ms:8.4f} ms"
+        f"   (+{audited_ms - bare_ms:.3f} ms; one fsync per call)"
+    )
     print("  concurrent durable writes (group commit): see bench/bench_audit.py")
 
 

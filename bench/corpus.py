@@ -8,7 +8,6 @@ sentences and the occasional injection phrase, so every rule family has work to 
 from __future__ import annotations
 
 import random
-
 from pydoc_data.topics import topics
 
 _EXTRAS = [

@@ -60,7 +60,7 @@ class GuardInputError(GuardrailsError, TypeError):
     """The text handed to the guard is not text: wrong type or undecodable bytes."""
 
 
-class Blocked(GuardrailsError):
+class Blocked(GuardrailsError):  # noqa: N818 - the name the API promises: `except Blocked`
     """A guarded call was blocked. ``verdict`` says by which rules; ``request_id`` finds the
     audit event."""
 

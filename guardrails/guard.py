@@ -15,6 +15,7 @@ import contextvars
 import functools
 import hashlib
 import inspect
+import json
 import threading
 import time
 import uuid
@@ -116,8 +117,21 @@ def _as_text(value: object, what: str) -> str:
         try:
             return bytes(value).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise GuardInputError(f"{what} is not valid UTF-8: {exc.reason} at byte {exc.start}") from None
+            raise GuardInputError(
+                f"{what} is not valid UTF-8: {exc.reason} at byte {exc.start}"
+            ) from None
     raise GuardInputError(f"{what} must be str or UTF-8 bytes, got {type(value).__name__}")
+
+
+def _json_safe(value: dict[str, Any]) -> dict[str, Any]:
+    """Caller metadata as JSON values (anything else becomes its ``str``), so an odd value
+    in `guard_context` cannot make an audit write fail."""
+    try:
+        encoded = json.dumps(value, default=str, allow_nan=False)
+    except ValueError:  # NaN or infinity somewhere
+        encoded = json.dumps({str(k): str(v) for k, v in value.items()})
+    safe: dict[str, Any] = json.loads(encoded.replace("\\u0000", "\\\\x00"))
+    return safe
 
 
 def _sha256(text: str) -> str:
@@ -248,7 +262,9 @@ class Guard:
         timings["total"] = (time.perf_counter() - started) * 1000
         return Verdict(stage, action, tuple(findings), redacted, self.policy.ref, timings)
 
-    def _findings(self, text: str, stage: Stage, timings: dict[str, float], *, partial: bool = False) -> list[Finding]:
+    def _findings(
+        self, text: str, stage: Stage, timings: dict[str, float], *, partial: bool = False
+    ) -> list[Finding]:
         limit = self.policy.settings.max_input_chars
         if len(text) > limit:
             return [
@@ -258,7 +274,9 @@ class Guard:
                     action=Action.BLOCK,
                     severity=Severity.MEDIUM,
                     span=None,
-                    message=f"{stage.value} is {len(text):,} characters; the policy allows {limit:,}",
+                    message=(
+                        f"{stage.value} is {len(text):,} characters; the policy allows {limit:,}"
+                    ),
                 )
             ]
         t0 = time.perf_counter()
@@ -275,7 +293,9 @@ class Guard:
             if self._classifier is None:
                 from guardrails.classifier import load_classifier
 
-                self._classifier = cast(Scorer, load_classifier(self.policy.settings.classifier.model))
+                self._classifier = cast(
+                    Scorer, load_classifier(self.policy.settings.classifier.model)
+                )
             return self._classifier
 
     def _classify(self, text: str, stage: Stage) -> list[Finding]:
@@ -294,9 +314,17 @@ class Guard:
             assert match is not None
             score = scores.get(match.category)
             if score is None:
-                findings.append(self.engine.error_finding(rule.id, f"classifier has no category {match.category!r}"))
+                findings.append(
+                    self.engine.error_finding(
+                        rule.id, f"classifier has no category {match.category!r}"
+                    )
+                )
                 continue
-            threshold = match.threshold if match.threshold is not None else thresholds.get(match.category, 0.5)
+            threshold = (
+                match.threshold
+                if match.threshold is not None
+                else thresholds.get(match.category, 0.5)
+            )
             if score >= threshold:
                 findings.append(
                     Finding(
@@ -352,11 +380,13 @@ class Guard:
         """
         block_mode: OnBlock = on_block or self.on_block
         model_name = model or self.model or getattr(fn, "__name__", None)
-        call_target = getattr(fn, "__call__", None)
+        call_target = type(fn).__call__  # an object whose __call__ is async or a generator
         if inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(call_target):
 
             @functools.wraps(fn)
-            def async_stream_wrapper(prompt: Any, /, *args: Any, **kwargs: Any) -> AsyncIterator[str]:
+            def async_stream_wrapper(
+                prompt: Any, /, *args: Any, **kwargs: Any
+            ) -> AsyncIterator[str]:
                 return self._astream(fn, prompt, args, kwargs, block_mode, model_name)
 
             return cast(F, async_stream_wrapper)
@@ -391,14 +421,29 @@ class Guard:
         call.input_verdict = self._check(call.prompt, Stage.INPUT)
         return call, None
 
-    def _blocked(self, call: _Call, verdict: Verdict, block_mode: OnBlock, *, released: str = "") -> str:
+    def _blocked(
+        self, call: _Call, verdict: Verdict, block_mode: OnBlock, *, released: str = ""
+    ) -> str:
         """Raise `Blocked` or return the refusal, after logging; the audit is already written."""
-        log.info("guard_blocked", request_id=call.request_id, stage=verdict.stage.value, rules=list(verdict.rule_ids))
+        log.info(
+            "guard_blocked",
+            request_id=call.request_id,
+            stage=verdict.stage.value,
+            rules=list(verdict.rule_ids),
+        )
         if block_mode == "raise":
             raise Blocked(verdict, call.request_id, released=released)
         return self.policy.settings.refusal
 
-    def _call(self, fn: Callable[..., Any], prompt: object, args: tuple[Any, ...], kwargs: dict[str, Any], block_mode: OnBlock, model_name: str | None) -> Any:
+    def _call(
+        self,
+        fn: Callable[..., Any],
+        prompt: object,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        block_mode: OnBlock,
+        model_name: str | None,
+    ) -> Any:
         call, input_error = self._begin(prompt, model_name)
         with structlog.contextvars.bound_contextvars(request_id=call.request_id):
             if input_error is not None:
@@ -477,7 +522,15 @@ class Guard:
         call.released_chars = checker.released_raw_chars
         self._audit(call)
 
-    async def _acall(self, fn: Callable[..., Any], prompt: object, args: tuple[Any, ...], kwargs: dict[str, Any], block_mode: OnBlock, model_name: str | None) -> Any:
+    async def _acall(
+        self,
+        fn: Callable[..., Any],
+        prompt: object,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        block_mode: OnBlock,
+        model_name: str | None,
+    ) -> Any:
         call, input_error = self._begin(prompt, model_name)
         with structlog.contextvars.bound_contextvars(request_id=call.request_id):
             if input_error is not None:
@@ -507,7 +560,15 @@ class Guard:
                 return self._blocked(call, call.output_verdict, block_mode)
             return call.output_verdict.text
 
-    async def _astream(self, fn: Callable[..., Any], prompt: object, args: tuple[Any, ...], kwargs: dict[str, Any], block_mode: OnBlock, model_name: str | None) -> AsyncIterator[str]:
+    async def _astream(
+        self,
+        fn: Callable[..., Any],
+        prompt: object,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        block_mode: OnBlock,
+        model_name: str | None,
+    ) -> AsyncIterator[str]:
         call, input_error = self._begin(prompt, model_name)
         with structlog.contextvars.bound_contextvars(request_id=call.request_id):
             if input_error is not None:
@@ -551,18 +612,28 @@ class Guard:
                 call.released_chars = checker.released_raw_chars
                 await self._aaudit(call)
             if checker.verdict().blocked:
-                yield self._blocked(call, checker.verdict(), block_mode, released=checker.released_text)
+                yield self._blocked(
+                    call, checker.verdict(), block_mode, released=checker.released_text
+                )
 
     # --- auditing -------------------------------------------------------------------------------
 
     def _stored(self, text: str | None, verdict: Verdict | None) -> str | None:
+        """``text`` as the audit log keeps it (full, redacted or hashed).
+
+        NUL characters, which PostgreSQL cannot store in text, are written as the escape
+        ``\\x00``; the digest in ``hash`` mode is over the exact text.
+        """
         if text is None:
             return None
         storage = self.policy.settings.audit.store
-        if storage is AuditStorage.FULL:
-            return text
         if storage is AuditStorage.HASH:
             return "sha256:" + _sha256(text)
+        return self._redacted_for_audit(text, verdict).replace("\x00", "\\x00")
+
+    def _redacted_for_audit(self, text: str, verdict: Verdict | None) -> str:
+        if self.policy.settings.audit.store is AuditStorage.FULL:
+            return text
         if verdict is None:
             return text
         # Redacted storage hides blocked spans too: the audit log must not become the leak.
@@ -614,7 +685,7 @@ class Guard:
             error=call.error,
             streamed=call.streamed,
             released_chars=call.released_chars,
-            metadata=dict(call.context.metadata),
+            metadata=_json_safe(dict(call.context.metadata)),
         )
 
     def _audit(self, call: _Call) -> None:
@@ -641,7 +712,13 @@ class Guard:
     def _audit_failed(self, call: _Call, event: AuditEvent, exc: Exception) -> None:
         """An event could not be committed: fail closed, or keep it for a retry and go on."""
         if self.policy.settings.on_error is OnError.BLOCK:
-            log.error("audit_write_failed", request_id=call.request_id, event_id=event.event_id, error=repr(exc), refused=True)
+            log.error(
+                "audit_write_failed",
+                request_id=call.request_id,
+                event_id=event.event_id,
+                error=repr(exc),
+                refused=True,
+            )
             finding = Finding(
                 rule_id="audit.store_unavailable",
                 category="error",
@@ -654,7 +731,13 @@ class Guard:
             raise AuditUnavailable(verdict, call.request_id) from exc
         with self._unwritten_lock:
             self._unwritten.append(event)
-        log.error("audit_write_deferred", request_id=call.request_id, event_id=event.event_id, error=repr(exc), pending=len(self._unwritten))
+        log.error(
+            "audit_write_deferred",
+            request_id=call.request_id,
+            event_id=event.event_id,
+            error=repr(exc),
+            pending=len(self._unwritten),
+        )
 
     def _retry_unwritten(self) -> None:
         """Write events that failed under ``on_error: allow`` before anything newer."""

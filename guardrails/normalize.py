@@ -23,8 +23,6 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import regex
-
 
 class Step(enum.StrEnum):
     """A normalization step, by the name policy files use."""
@@ -136,6 +134,7 @@ def _apply(view: NormalizedText, edits: list[Edit]) -> NormalizedText:
 
 # --- the steps -------------------------------------------------------------------------------
 
+
 @functools.cache
 def _nfkc_changing() -> frozenset[str]:
     """Every character NFKC changes on its own.
@@ -196,7 +195,8 @@ def _char_class(codes: list[int]) -> str:
         else:
             ranges.append([code, code])
     return "".join(
-        re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges
+        re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
+        for a, b in ranges
     )
 
 

@@ -335,7 +335,9 @@ def load_policy(path: str | Path | None = None) -> Policy:
     try:
         text = resolved.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError([PolicyProblem(str(path), None, None, None, f"cannot read: {exc}")]) from None
+        raise PolicyError(
+            [PolicyProblem(str(path), None, None, None, f"cannot read: {exc}")]
+        ) from None
     return _load(text, str(resolved), base_dir=resolved.parent, seen=(str(resolved.resolve()),))
 
 
@@ -384,7 +386,9 @@ def _load(text: str, path: str, *, base_dir: Path, seen: tuple[str, ...]) -> Pol
             continue
         sources.append(base.source)
         base_rules.extend(r.model_dump(mode="json", exclude_unset=True) for r in base.rules)
-        base_settings = _deep_merge(base_settings, base.model.settings.model_dump(mode="json", exclude_unset=True))
+        base_settings = _deep_merge(
+            base_settings, base.model.settings.model_dump(mode="json", exclude_unset=True)
+        )
 
     # Layering: settings merge key by key (overlay wins); a rule with a base rule's id replaces
     # it field by field; new rules append. Tests stay with the file that declares them.
@@ -502,19 +506,29 @@ def _problems_from(
                 # Merged with bases: find the overlay's rule of the same id for its line.
                 own = overlay.get("rules") if isinstance(overlay, CommentedMap) else None
                 index = next(
-                    (i for i, r in enumerate(own or []) if isinstance(r, CommentedMap) and str(r.get("id")) == rule_id),
+                    (
+                        i
+                        for i, r in enumerate(own or [])
+                        if isinstance(r, CommentedMap) and str(r.get("id")) == rule_id
+                    ),
                     None,
                 )
                 yaml_loc = ("rules", index, *loc[2:]) if index is not None else ("rules",)
         target = data if data is not None else overlay
         line, column = _locate(target, yaml_loc)
-        field = ".".join(str(part) for part in loc[2:] if not isinstance(part, int)) if rule_id else ".".join(str(p) for p in loc)
+        field = (
+            ".".join(str(part) for part in loc[2:] if not isinstance(part, int))
+            if rule_id
+            else ".".join(str(p) for p in loc)
+        )
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown field"
         elif error["type"] in ("enum", "literal_error"):
             message = f"{message} (got {error.get('input')!r})"
-        yield PolicyProblem(path, line, column, rule_id, f"{field}: {message}" if field else message)
+        yield PolicyProblem(
+            path, line, column, rule_id, f"{field}: {message}" if field else message
+        )
 
 
 def _check_tests(model: PolicyModel, path: str, data: Any) -> Iterator[PolicyProblem]:
@@ -524,7 +538,9 @@ def _check_tests(model: PolicyModel, path: str, data: Any) -> Iterator[PolicyPro
         for rule_id in test.rules or ():
             if rule_id not in known:
                 line, column = _locate(data, ("tests", index, "rules"))
-                yield PolicyProblem(path, line, column, rule_id, f"test #{index + 1} names an unknown rule")
+                yield PolicyProblem(
+                    path, line, column, rule_id, f"test #{index + 1} names an unknown rule"
+                )
 
 
 def policy_json_schema() -> dict[str, Any]:

@@ -97,7 +97,9 @@ class RuleEngine:
         for rule in policy.rules:
             if not rule.enabled or rule.classifier is not None:
                 continue
-            source = rule.pattern if rule.pattern is not None else keyword_pattern(rule.keywords or ())
+            source = (
+                rule.pattern if rule.pattern is not None else keyword_pattern(rule.keywords or ())
+            )
             compiled = CompiledRule(
                 rule=rule,
                 pattern=regex.compile(source),
@@ -156,7 +158,9 @@ class RuleEngine:
             return normalize(text, steps, start=views[best], done=best)
         return normalize(text, steps)
 
-    def _windows(self, low_text: str, anchors: tuple[str, ...], partial: bool) -> list[tuple[int, int]]:
+    def _windows(
+        self, low_text: str, anchors: tuple[str, ...], partial: bool
+    ) -> list[tuple[int, int]]:
         """Merged ``[start, end)`` ranges around every anchor occurrence (plus, for a stream,
         the tail, where an anchor may still be arriving)."""
         radius = self.window
@@ -237,7 +241,9 @@ class RuleEngine:
                     )
                 )
         except TimeoutError:
-            result.findings.append(self.error_finding(rule.id, f"regex timed out after {self.timeout_s * 1000:.0f} ms"))
+            result.findings.append(
+                self.error_finding(rule.id, f"regex timed out after {self.timeout_s * 1000:.0f} ms")
+            )
 
     def error_finding(self, rule_id: str, message: str) -> Finding:
         """A finding for a failure inside the guard, with the action ``on_error`` chooses:

@@ -13,7 +13,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from guardrails.decision import Action, Finding, PolicyRef, Span, Stage, Verdict, apply_redactions, merge_action
+from guardrails.decision import (
+    Action,
+    Finding,
+    PolicyRef,
+    Span,
+    Stage,
+    Verdict,
+    apply_redactions,
+    merge_action,
+)
 from guardrails.exceptions import GuardInputError
 
 _CONTEXT_CHARS = 64
@@ -99,7 +108,9 @@ class StreamChecker:
         if self._blocked is not None:
             return self._blocked
         findings = tuple(self._findings)
-        return Verdict(self.stage, merge_action(findings), findings, self.released_text, self.policy)
+        return Verdict(
+            self.stage, merge_action(findings), findings, self.released_text, self.policy
+        )
 
     def _advance(self, *, final: bool) -> StreamStep:
         buffer = self._buffer

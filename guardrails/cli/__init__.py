@@ -7,13 +7,12 @@ stays fast.
 
 from __future__ import annotations
 
-from guardrails.cli.app import app, main
-
 # --- command modules: importing one registers its commands (one line each; keep sorted) ---
-from guardrails.cli import audit_commands as _audit_commands  # noqa: F401, E402
-from guardrails.cli import check_commands as _check_commands  # noqa: F401, E402
-from guardrails.cli import classifier_commands as _classifier_commands  # noqa: F401, E402
-from guardrails.cli import generator_commands as _generator_commands  # noqa: F401, E402
-from guardrails.cli import policy_commands as _policy_commands  # noqa: F401, E402
+from guardrails.cli import audit_commands as _audit_commands  # noqa: F401
+from guardrails.cli import check_commands as _check_commands  # noqa: F401
+from guardrails.cli import classifier_commands as _classifier_commands  # noqa: F401
+from guardrails.cli import generator_commands as _generator_commands  # noqa: F401
+from guardrails.cli import policy_commands as _policy_commands  # noqa: F401
+from guardrails.cli.app import app, main
 
 __all__ = ["app", "main"]

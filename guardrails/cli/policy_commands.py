@@ -27,7 +27,9 @@ def _load_all(files: list[str]) -> tuple[list[Policy], list[PolicyError]]:
 
 @policy_app.command("validate")
 def validate(
-    files: Annotated[list[str] | None, typer.Argument(help="Policy files (default: the shipped default).")] = None,
+    files: Annotated[
+        list[str] | None, typer.Argument(help="Policy files (default: the shipped default).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Validate policy files; every problem is reported with file:line:column and rule id."""
@@ -35,15 +37,33 @@ def validate(
     policies, errors = _load_all(files or [])
     if as_json:
         problems = [
-            {"file": p.file, "line": p.line, "column": p.column, "rule_id": p.rule_id, "message": p.message}
+            {
+                "file": p.file,
+                "line": p.line,
+                "column": p.column,
+                "rule_id": p.rule_id,
+                "message": p.message,
+            }
             for exc in errors
             for p in exc.problems
         ]
-        valid = [{"file": p.path, "name": p.name, "version": p.version, "digest": p.digest, "rules": len(p.rules)} for p in policies]
+        valid = [
+            {
+                "file": p.path,
+                "name": p.name,
+                "version": p.version,
+                "digest": p.digest,
+                "rules": len(p.rules),
+            }
+            for p in policies
+        ]
         out.print_json(json.dumps({"valid": valid, "problems": problems}, ensure_ascii=False))
     else:
         for policy in policies:
-            out.print(f"[green]ok[/] {policy.path}: {policy.ref.header()}, {len(policy.rules)} rules, {len(policy.model.tests)} tests")
+            out.print(
+                f"[green]ok[/] {policy.path}: {policy.ref.header()},"
+                f" {len(policy.rules)} rules, {len(policy.model.tests)} tests"
+            )
         for exc in errors:
             for problem in exc.problems:
                 err.print(f"[red]error[/] {problem}")
@@ -51,9 +71,13 @@ def validate(
 
 
 @policy_app.command("test")
-def test(
-    files: Annotated[list[str] | None, typer.Argument(help="Policy files (default: the shipped default).")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List passing tests too.")] = False,
+def run_tests(
+    files: Annotated[
+        list[str] | None, typer.Argument(help="Policy files (default: the shipped default).")
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="List passing tests too.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Run the inline tests of policy files. Exit 0 when all pass, 1 on a failure, 2 when a
@@ -72,11 +96,20 @@ def test(
     for policy in policies:
         results = run_policy_tests(policy)
         for result in results:
-            report.append({"policy": policy.path, "test": result.label, "passed": result.passed, "detail": result.explain()})
+            report.append(
+                {
+                    "policy": policy.path,
+                    "test": result.label,
+                    "passed": result.passed,
+                    "detail": result.explain(),
+                }
+            )
             if not result.passed:
                 failed += 1
                 if not as_json:
-                    out.print(f"[red]FAIL[/] {policy.path} :: {result.label}\n     {result.explain()}")
+                    out.print(
+                        f"[red]FAIL[/] {policy.path} :: {result.label}\n     {result.explain()}"
+                    )
             elif verbose and not as_json:
                 out.print(f"[green]pass[/] {policy.path} :: {result.label}")
         if not as_json:
@@ -89,7 +122,9 @@ def test(
 
 @policy_app.command("schema")
 def schema(
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
+    ] = None,
 ) -> None:
     """Print (or write) the JSON Schema of policy files, for editors."""
     text = policy_json_schema_text()

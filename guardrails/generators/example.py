@@ -11,8 +11,12 @@ from collections.abc import Iterator
 from typing import Any
 
 _ANSWERS = {
-    "refund": "Refunds take 5-7 days. Questions? Write to billing@example.com or call +44 20 7946 0958.",
-    "password": "Reset it from the login page. Our admin key is AKIAIOSFODNN7EXAMPLE, don't share it.",
+    "refund": (
+        "Refunds take 5-7 days. Questions? Write to billing@example.com or call +44 20 7946 0958."
+    ),
+    "password": (
+        "Reset it from the login page. Our admin key is AKIAIOSFODNN7EXAMPLE, don't share it."
+    ),
 }
 _DEFAULT = "Thanks for your message. A colleague (jane.doe@example.com) will get back to you."
 

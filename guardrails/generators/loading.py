@@ -59,7 +59,9 @@ def load_generator(spec: str | None = None, *, stream: bool = False) -> Callable
     module_name, sep, attribute = name.partition(":")
     if not sep or not module_name or not attribute:
         known = ", ".join(sorted(GENERATORS))
-        raise GeneratorSpecError(f"unknown generator {name!r}: use one of {known} or module:function")
+        raise GeneratorSpecError(
+            f"unknown generator {name!r}: use one of {known} or module:function"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -10,7 +10,9 @@ from guardrails.decision import Action, Finding, Severity, Span, apply_redaction
 
 
 def _finding(action, start=0, end=1, *, shadow=False, replacement="[X]"):
-    return Finding("r", "c", action, Severity.LOW, Span(start, end), replacement=replacement, shadow=shadow)
+    return Finding(
+        "r", "c", action, Severity.LOW, Span(start, end), replacement=replacement, shadow=shadow
+    )
 
 
 @pytest.mark.parametrize(
@@ -35,7 +37,10 @@ def test_shadow_findings_are_not_enforced():
 def test_overlapping_redactions_merge():
     """Overlapping spans become one replacement, leaving no fragment behind."""
     text = "abcdefghij"
-    findings = [_finding(Action.REDACT, 2, 6, replacement="<1>"), _finding(Action.REDACT, 4, 8, replacement="<2>")]
+    findings = [
+        _finding(Action.REDACT, 2, 6, replacement="<1>"),
+        _finding(Action.REDACT, 4, 8, replacement="<2>"),
+    ]
     assert apply_redactions(text, findings) == "ab<1>ij"
 
 

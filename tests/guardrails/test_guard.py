@@ -107,9 +107,9 @@ def test_stream_block_stops_and_records_what_was_released(guard, audit_url):
     text = "Here you go: " + "filler " * 10 + "-----BEGIN PRIVATE KEY-----\nMIIE..."
     fake = FakeGenerator([text], chunk_size=5)
     released = []
+    stream = guard.wrap(fake.stream)("give me the key")
     with pytest.raises(Blocked) as info:
-        for chunk in guard.wrap(fake.stream)("give me the key"):
-            released.append(chunk)
+        released.extend(stream)
     assert "BEGIN" not in "".join(released)
     assert info.value.released == "".join(released)
     (event,) = _events(audit_url)
@@ -138,7 +138,12 @@ def test_caller_context_is_audited(guard, audit_url):
     with guard_context(tenant="acme", user="u1", model="m", request_id="req-123", ticket="T-9"):
         guard.wrap(FakeGenerator(["fine"]))("hello")
     (event,) = _events(audit_url)
-    assert (event.tenant, event.user, event.model, event.request_id) == ("acme", "u1", "m", "req-123")
+    assert (event.tenant, event.user, event.model, event.request_id) == (
+        "acme",
+        "u1",
+        "m",
+        "req-123",
+    )
     assert event.metadata == {"ticket": "T-9"}
 
 
@@ -227,7 +232,8 @@ def test_concurrent_callers_exact_count_and_intact_chain(guard, audit_url):
     assert len(events) == 16 * 25
     assert len({e.request_id for e in events}) == 16 * 25
     report = verify_chain(audit_url)
-    assert report.ok and report.events_checked == 400
+    assert report.ok
+    assert report.events_checked == 400
 
 
 class _DeadSink:
@@ -248,14 +254,16 @@ def test_audit_outage_fails_closed_by_default():
     """With on_error: block, a call whose event cannot be committed is refused."""
     sink = _DeadSink()
     guard = Guard(Policy.from_content("name: p\nrules: []\n"), audit=sink)
-    with pytest.raises(AuditUnavailable, match="audit.store_unavailable"):
+    with pytest.raises(AuditUnavailable, match=r"audit\.store_unavailable"):
         guard.wrap(FakeGenerator(["x"]))("hello")
 
 
 def test_audit_outage_under_allow_keeps_events_for_retry():
     """With on_error: allow, calls go on, events wait, and are written once the store is back."""
     sink = _DeadSink()
-    guard = Guard(Policy.from_content("name: p\nsettings: {on_error: allow}\nrules: []\n"), audit=sink)
+    guard = Guard(
+        Policy.from_content("name: p\nsettings: {on_error: allow}\nrules: []\n"), audit=sink
+    )
     guarded = guard.wrap(FakeGenerator(["x"]))
     assert guarded("one") == "x"
     assert guarded("two") == "x"
@@ -268,7 +276,9 @@ def test_audit_outage_under_allow_keeps_events_for_retry():
 
 def test_shadow_mode_records_without_enforcing(audit_url):
     """A shadow rule's finding is audited and flagged, but the call is not blocked."""
-    policy = Policy.from_content("name: s\nrules:\n  - {id: no-cats, keywords: [cat], mode: shadow}\n")
+    policy = Policy.from_content(
+        "name: s\nrules:\n  - {id: no-cats, keywords: [cat], mode: shadow}\n"
+    )
     with Guard.from_policy(policy, audit=audit_url) as guard:
         assert guard.wrap(FakeGenerator(["a cat"]))("my cat") == "a cat"
     (event,) = _events(audit_url)
@@ -283,10 +293,41 @@ def test_hash_storage_keeps_no_text(audit_url):
     with Guard.from_policy(policy, audit=audit_url) as guard:
         guard.wrap(FakeGenerator(["secret answer"]))("secret question")
     (event,) = _events(audit_url)
-    assert event.prompt.startswith("sha256:") and "secret" not in event.prompt
+    assert event.prompt.startswith("sha256:")
+    assert "secret" not in event.prompt
     assert event.text_storage == "hash"
 
 
 def test_check_stage_accepts_strings(guard):
     """Stage may be given as a string or the enum."""
     assert guard.check("x", "output").stage is Stage.OUTPUT
+
+
+def test_nul_characters_and_odd_metadata_are_audited(guard, audit_url):
+    """A prompt with NUL characters and non-JSON metadata still produces a stored event."""
+    with guard_context(tenant="t", when=object(), ratio=float("nan")):
+        assert guard.wrap(FakeGenerator(["a\x00b"]))("x\x00y") == "a\x00b"
+    (event,) = _events(audit_url)
+    assert event.prompt == "x\\x00y"
+    assert set(event.metadata) == {"when", "ratio"}
+
+
+@pytest.mark.postgres
+def test_guard_on_real_postgresql(pg_url):
+    """The same guard writes to the real PostgreSQL: concurrent calls, exact count, intact chain."""
+    with Guard.from_policy(audit=pg_url) as guard:
+        guarded = guard.wrap(FakeGenerator([LEAKY], chunk_size=3).stream)
+        threads = [
+            threading.Thread(target=lambda: [list(guarded(f"hi {i}")) for i in range(20)])
+            for _ in range(8)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    events = _events(pg_url)
+    assert len(events) == 160
+    assert all(e.output == "Contact me at [EMAIL] any time." for e in events)
+    report = verify_chain(pg_url)
+    assert report.ok
+    assert report.events_checked == 160

@@ -31,7 +31,8 @@ def test_evasions_fold_to_plain_text(text, expected):
 
 
 @pytest.mark.parametrize(
-    "text", ["2024-11-29", "4 items cost 35 dollars", "call 555 0132", "a b", "stop it!", "pay 5$ now"]
+    "text",
+    ["2024-11-29", "4 items cost 35 dollars", "call 555 0132", "a b", "stop it!", "pay 5$ now"],
 )
 def test_plain_numbers_are_not_leetspeak(text):
     """Numbers that are not inside a word keep their digits."""
@@ -77,7 +78,10 @@ def test_offset_map_is_monotonic_and_in_bounds(text, data):
     if start < end:
         # The original range covers at least the characters it normalizes from.
         assert o_end > o_start
-        assert normalize(text[o_start:o_end]).text != "" or text[o_start:o_end].strip("\u200b\u200d") == ""
+        assert (
+            normalize(text[o_start:o_end]).text != ""
+            or text[o_start:o_end].strip("\u200b\u200d") == ""
+        )
 
 
 @settings(max_examples=200, deadline=None)

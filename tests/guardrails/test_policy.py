@@ -37,15 +37,25 @@ def test_every_error_is_reported_with_file_line_and_rule():
     assert (6, "broken-regex", "pattern") in problems
     assert (12, "wrong-action", "action") in problems
     assert (13, "wrong-action", "colour") in problems
-    assert any(p.rule_id == "two-matchers" and "exactly one" in p.message for p in info.value.problems)
-    assert any(p.rule_id == "broken-regex" and p.line == 14 and "duplicate" in p.message for p in info.value.problems)
+    assert any(
+        p.rule_id == "two-matchers" and "exactly one" in p.message for p in info.value.problems
+    )
+    assert any(
+        p.rule_id == "broken-regex" and p.line == 14 and "duplicate" in p.message
+        for p in info.value.problems
+    )
     assert all(p.file == "bad.yaml" for p in info.value.problems)
-    assert "bad.yaml:6:5: rule 'broken-regex': pattern: invalid regular expression" in str(info.value)
+    assert "bad.yaml:6:5: rule 'broken-regex': pattern: invalid regular expression" in str(
+        info.value
+    )
 
 
 def test_unknown_rule_in_inline_test_is_an_error():
     """An inline test naming a rule that does not exist fails validation."""
-    text = "name: t\nrules:\n  - {id: a, pattern: x}\ntests:\n  - {text: x, expect: block, rules: [b]}\n"
+    text = (
+        "name: t\nrules:\n  - {id: a, pattern: x}\n"
+        "tests:\n  - {text: x, expect: block, rules: [b]}\n"
+    )
     with pytest.raises(PolicyError, match=r"t\.yaml:5:.* rule 'b': test #1 names an unknown rule"):
         Policy.from_content(text, path="t.yaml")
 

@@ -13,7 +13,7 @@ from guardrails.policy import Policy, default_policy_path
 from guardrails.rules import RuleEngine, keyword_pattern
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from corpus import mixed_text  # noqa: E402
+from corpus import mixed_text
 
 
 def _without_anchors() -> Policy:

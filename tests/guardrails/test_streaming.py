@@ -77,7 +77,7 @@ REDACT = "Write to someone.else@example.com or to a@b.io today."
 @pytest.mark.parametrize("cut", range(1, len(REDACT)))
 def test_redaction_split_at_every_boundary_matches_whole_text(cut):
     """A stream split anywhere releases exactly what the whole-text check returns."""
-    released, checker = _run(_splits(REDACT, [cut]))
+    released, _ = _run(_splits(REDACT, [cut]))
     assert released == GUARD.check(REDACT, Stage.OUTPUT).text
     assert "@" not in released
 
@@ -86,9 +86,15 @@ def test_redaction_split_at_every_boundary_matches_whole_text(cut):
 @given(st.data())
 def test_random_chunking_is_equivalent_to_whole_text(data):
     """For random texts and random chunkings, streaming equals the whole-text verdict."""
-    words = st.sampled_from(["hello", " ", "x@y.com", "launch", "code", "launch code", ",", "é", "\u200b", "zz@q.org "])
+    words = st.sampled_from(
+        ["hello", " ", "x@y.com", "launch", "code", "launch code", ",", "é", "\u200b", "zz@q.org "]
+    )
     text = "".join(data.draw(st.lists(words, max_size=12)))
-    cuts = sorted(set(data.draw(st.lists(st.integers(1, max(1, len(text) - 1)), max_size=6)))) if len(text) > 1 else []
+    cuts = (
+        sorted(set(data.draw(st.lists(st.integers(1, max(1, len(text) - 1)), max_size=6))))
+        if len(text) > 1
+        else []
+    )
     released, checker = _run(_splits(text, cuts))
     whole = GUARD.check(text, Stage.OUTPUT)
     assert checker.verdict().blocked == whole.blocked
@@ -109,7 +115,9 @@ def test_released_text_is_recorded():
 
 def test_holdback_window_delays_release():
     """With a hold-back window, the last N characters wait for the next chunk."""
-    guard = Guard(Policy.from_content("name: h\nsettings: {stream_holdback_chars: 10}\nrules: []\n"))
+    guard = Guard(
+        Policy.from_content("name: h\nsettings: {stream_holdback_chars: 10}\nrules: []\n")
+    )
     checker = guard.stream_checker()
     assert checker.feed("0123456789abcdef").text == "012345"
     assert checker.finish().text == "6789abcdef"
