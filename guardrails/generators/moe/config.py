@@ -17,6 +17,20 @@ NATIVE_MODEL_TYPE = "guardrails_moe"
 
 
 @dataclass(frozen=True, slots=True)
+class YarnRope:
+    """YaRN context extension of RoPE (DeepSeek-V3 ships with it); fields as in HF configs."""
+
+    factor: float
+    original_max_position_embeddings: int
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    mscale: float = 0.0
+    mscale_all_dim: float = 0.0
+    attention_factor: float | None = None
+    truncate: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class MoEConfig:
     """Shape and routing switches of a decoder-only MoE transformer.
 
@@ -56,6 +70,7 @@ class MoEConfig:
     sliding_window: int | None = None
     sliding_layers: tuple[int, ...] | None = None
     rope_theta: float = 10000.0
+    rope_yarn: YarnRope | None = None
     max_position_embeddings: int = 2048
     rms_norm_eps: float = 1e-6
     tie_word_embeddings: bool = False
@@ -108,6 +123,8 @@ class MoEConfig:
         data["dense_layers"] = list(self.dense_layers)
         if self.sliding_layers is not None:
             data["sliding_layers"] = list(self.sliding_layers)
+        if self.rope_yarn is not None:
+            data["rope_yarn"] = dataclasses.asdict(self.rope_yarn)
         data["model_type"] = NATIVE_MODEL_TYPE
         return data
 
@@ -119,6 +136,11 @@ class MoEConfig:
         unknown = sorted(set(payload) - fields)
         if unknown:
             raise CheckpointError(f"{source}: unknown keys {unknown}")
+        if isinstance(payload.get("rope_yarn"), dict):
+            try:
+                payload["rope_yarn"] = YarnRope(**payload["rope_yarn"])
+            except TypeError as exc:
+                raise CheckpointError(f"{source}: rope_yarn: {exc}") from exc
         for key in ("dense_layers", "sliding_layers"):
             if payload.get(key) is not None:
                 payload[key] = tuple(payload[key])
@@ -134,15 +156,42 @@ def _get(data: dict[str, Any], key: str, source: str) -> Any:
     return data[key]
 
 
-def _rope_theta(data: dict[str, Any], source: str) -> float:
+def _rope_params(data: dict[str, Any]) -> dict[str, Any]:
     params = data.get("rope_parameters") or data.get("rope_scaling") or {}
+    return dict(params) if isinstance(params, dict) else {}
+
+
+def _rope_theta(data: dict[str, Any], source: str) -> float:
+    params = _rope_params(data)
     rope_type = params.get("rope_type", params.get("type", "default"))
-    if rope_type not in ("default", None):
+    if rope_type not in ("default", "yarn", None):
         raise CheckpointError(
-            f"{source}: rope_type {rope_type!r} is not supported (only the default RoPE)"
+            f"{source}: rope_type {rope_type!r} is not supported (only default RoPE and yarn)"
         )
     theta = params.get("rope_theta", data.get("rope_theta", 10000.0))
     return float(theta)
+
+
+def _rope_yarn(data: dict[str, Any], source: str) -> YarnRope | None:
+    params = _rope_params(data)
+    if params.get("rope_type", params.get("type")) != "yarn":
+        return None
+    original = params.get("original_max_position_embeddings")
+    if not original:
+        raise CheckpointError(f"{source}: yarn RoPE needs original_max_position_embeddings")
+    factor = params.get("factor") or int(data["max_position_embeddings"]) / int(original)
+    return YarnRope(
+        factor=float(factor),
+        original_max_position_embeddings=int(original),
+        beta_fast=float(params.get("beta_fast") or 32),
+        beta_slow=float(params.get("beta_slow") or 1),
+        mscale=float(params.get("mscale") or 0),
+        mscale_all_dim=float(params.get("mscale_all_dim") or 0),
+        attention_factor=(
+            float(params["attention_factor"]) if params.get("attention_factor") else None
+        ),
+        truncate=bool(params.get("truncate", True)),
+    )
 
 
 def _eos(data: dict[str, Any]) -> int | None:
@@ -177,6 +226,7 @@ def from_mixtral(data: dict[str, Any], source: str) -> MoEConfig:
         norm_topk_prob=True,
         sliding_window=int(data["sliding_window"]) if data.get("sliding_window") else None,
         rope_theta=_rope_theta(data, source),
+        rope_yarn=_rope_yarn(data, source),
         max_position_embeddings=int(data.get("max_position_embeddings", 4096)),
         rms_norm_eps=float(data.get("rms_norm_eps", 1e-5)),
         tie_word_embeddings=bool(data.get("tie_word_embeddings", False)),
@@ -224,6 +274,7 @@ def from_qwen2_moe(data: dict[str, Any], source: str) -> MoEConfig:
         sliding_layers=sliding,
         qkv_bias=bool(data.get("qkv_bias", True)),
         rope_theta=_rope_theta(data, source),
+        rope_yarn=_rope_yarn(data, source),
         max_position_embeddings=int(data.get("max_position_embeddings", 4096)),
         rms_norm_eps=float(data.get("rms_norm_eps", 1e-6)),
         tie_word_embeddings=bool(data.get("tie_word_embeddings", False)),
@@ -266,6 +317,7 @@ def from_deepseek_v3(data: dict[str, Any], source: str) -> MoEConfig:
         rope_interleave=bool(data.get("rope_interleave", True)),
         qkv_bias=bool(data.get("attention_bias", False)),
         rope_theta=_rope_theta(data, source),
+        rope_yarn=_rope_yarn(data, source),
         max_position_embeddings=int(data.get("max_position_embeddings", 4096)),
         rms_norm_eps=float(data.get("rms_norm_eps", 1e-6)),
         tie_word_embeddings=bool(data.get("tie_word_embeddings", False)),

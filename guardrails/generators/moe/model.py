@@ -59,7 +59,9 @@ class MoEForCausalLM(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
-        self.rope = RotaryEmbedding(cfg.rope_dim, cfg.rope_theta, interleave=cfg.rope_interleave)
+        self.rope = RotaryEmbedding(
+            cfg.rope_dim, cfg.rope_theta, interleave=cfg.rope_interleave, yarn=cfg.rope_yarn
+        )
 
     def new_cache(self) -> KVCache:
         """An empty KV cache sized for this model's layers."""

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional torch alias)
 from torch import Tensor, nn
 
-from guardrails.generators.moe.config import MoEConfig
+from guardrails.generators.moe.config import MoEConfig, YarnRope
 
 
 def _linear(layer: nn.Module, x: Tensor) -> Tensor:
@@ -37,14 +37,50 @@ class RMSNorm(nn.Module):
         return self.weight * h.to(dtype)
 
 
+def yarn_mscale(scale: float, mscale: float = 1.0) -> float:
+    """YaRN's attention temperature correction for a context extended ``scale`` times."""
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+
+def rope_frequencies(dim: int, theta: float, yarn: YarnRope | None) -> tuple[Tensor, float]:
+    """(inverse frequencies [dim/2], cos/sin scaling) for plain RoPE or YaRN."""
+    pos = theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    if yarn is None:
+        return 1.0 / pos, 1.0
+    factor = yarn.factor
+    attention = yarn.attention_factor
+    if attention is None:
+        if yarn.mscale and yarn.mscale_all_dim:
+            attention = yarn_mscale(factor, yarn.mscale) / yarn_mscale(factor, yarn.mscale_all_dim)
+        else:
+            attention = yarn_mscale(factor)
+
+    def correction_dim(rotations: float) -> float:
+        span = yarn.original_max_position_embeddings / (rotations * 2 * math.pi)
+        return dim * math.log(span) / (2 * math.log(theta))
+
+    low, high = correction_dim(yarn.beta_fast), correction_dim(yarn.beta_slow)
+    if yarn.truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001  # avoid a zero-width ramp
+    ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    extrapolate = 1 - ramp
+    inv = (1.0 / (factor * pos)) * (1 - extrapolate) + (1.0 / pos) * extrapolate
+    return inv, float(attention)
+
+
 class RotaryEmbedding(nn.Module):
     """Rotary position embedding; positions are per row so left-padded batches stay exact."""
 
     inv_freq: Tensor
 
-    def __init__(self, dim: int, theta: float, *, interleave: bool) -> None:
+    def __init__(
+        self, dim: int, theta: float, *, interleave: bool, yarn: YarnRope | None = None
+    ) -> None:
         super().__init__()
-        inv = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+        inv, self.scaling = rope_frequencies(dim, theta, yarn)
         self.register_buffer("inv_freq", inv, persistent=False)
         self.interleave = interleave
 
@@ -52,7 +88,7 @@ class RotaryEmbedding(nn.Module):
         """``positions`` [B, T] → cos, sin of shape [B, 1, T, dim]."""
         freqs = positions[..., None].to(torch.float32) * self.inv_freq
         emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos()[:, None], emb.sin()[:, None]
+        return (emb.cos() * self.scaling)[:, None], (emb.sin() * self.scaling)[:, None]
 
     def rotate(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         """Rotate ``x`` [B, H, T, dim] (half-split layout, or DeepSeek's interleaved pairs)."""
@@ -212,6 +248,8 @@ class MLAttention(nn.Module):
         )
         self.o_proj = nn.Linear(cfg.num_heads * self.v_dim, cfg.hidden_size, bias=cfg.qkv_bias)
         self.scale = qk_dim**-0.5
+        if cfg.rope_yarn is not None and cfg.rope_yarn.mscale_all_dim:
+            self.scale *= yarn_mscale(cfg.rope_yarn.factor, cfg.rope_yarn.mscale_all_dim) ** 2
 
     def forward(
         self,

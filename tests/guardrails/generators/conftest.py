@@ -97,6 +97,38 @@ def _tiny_configs() -> dict[str, tuple[Any, Any]]:
                 v_head_dim=8,
             ),
         ),
+        "deepseek_v3_yarn": (
+            transformers.DeepseekV3ForCausalLM,
+            transformers.DeepseekV3Config(
+                **common,
+                intermediate_size=48,
+                moe_intermediate_size=16,
+                num_hidden_layers=3,
+                first_k_dense_replace=1,
+                num_key_value_heads=4,
+                n_routed_experts=8,
+                n_shared_experts=1,
+                num_experts_per_tok=2,
+                n_group=2,
+                topk_group=1,
+                routed_scaling_factor=2.5,
+                q_lora_rank=24,
+                kv_lora_rank=16,
+                qk_rope_head_dim=8,
+                qk_nope_head_dim=8,
+                v_head_dim=8,
+                rope_parameters={
+                    "rope_type": "yarn",
+                    "rope_theta": 10000.0,
+                    "factor": 4.0,
+                    "original_max_position_embeddings": 64,
+                    "beta_fast": 32,
+                    "beta_slow": 1,
+                    "mscale": 0.9,
+                    "mscale_all_dim": 1.0,
+                },
+            ),
+        ),
     }
 
 

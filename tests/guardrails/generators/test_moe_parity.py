@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-FAMILIES = ("mixtral", "qwen2_moe", "deepseek_v3", "mixtral_swa", "qwen2_moe_swa")
+FAMILIES = (
+    "mixtral",
+    "qwen2_moe",
+    "deepseek_v3",
+    "mixtral_swa",
+    "qwen2_moe_swa",
+    "deepseek_v3_yarn",
+)
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
