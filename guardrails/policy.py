@@ -286,9 +286,12 @@ class Policy:
         return load_policy(path)
 
     @classmethod
-    def from_content(cls, text: str, *, path: str = "<string>") -> Policy:
-        """Load a policy from YAML text; ``path`` is what error messages call it."""
-        return _load(text, path, base_dir=Path.cwd(), seen=())
+    def from_content(
+        cls, text: str, *, path: str = "<string>", base_dir: Path | None = None
+    ) -> Policy:
+        """Load a policy from YAML text; ``path`` is what error messages call it and
+        ``base_dir`` (default: the working directory) is where relative ``extends`` resolve."""
+        return _load(text, path, base_dir=base_dir or Path.cwd(), seen=())
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -385,7 +388,16 @@ def _load(text: str, path: str, *, base_dir: Path, seen: tuple[str, ...]) -> Pol
             problems.extend(exc.problems)
             continue
         sources.append(base.source)
-        base_rules.extend(r.model_dump(mode="json", exclude_unset=True) for r in base.rules)
+        # Bases layer in order: a later base's rule with an earlier base's id replaces it
+        # field by field, exactly as the overlay does below.
+        layered = {r.get("id"): i for i, r in enumerate(base_rules)}
+        for rule_dump in (r.model_dump(mode="json", exclude_unset=True) for r in base.rules):
+            if rule_dump["id"] in layered:
+                index = layered[rule_dump["id"]]
+                base_rules[index] = {**base_rules[index], **rule_dump}
+            else:
+                layered[rule_dump["id"]] = len(base_rules)
+                base_rules.append(rule_dump)
         base_settings = _deep_merge(
             base_settings, base.model.settings.model_dump(mode="json", exclude_unset=True)
         )
@@ -408,13 +420,16 @@ def _load(text: str, path: str, *, base_dir: Path, seen: tuple[str, ...]) -> Pol
         offset_map = None  # line numbers of merged rules point at the overlay when they can
     else:
         offset_map = data
-    problems.extend(_duplicate_ids(path, data))
+    duplicates = list(_duplicate_ids(path, data))
+    problems.extend(duplicates)
     try:
         model = PolicyModel.model_validate(merged)
     except ValidationError as exc:
         found = _problems_from(exc, path, offset_map, merged, len(base_rules), data)
         # Duplicates were reported above with their lines; the model's own check repeats them.
-        problems.extend(p for p in found if not p.message.startswith("duplicate rule id"))
+        problems.extend(
+            p for p in found if not (duplicates and p.message.startswith("duplicate rule id"))
+        )
     if problems:
         raise PolicyError(problems)
     problems.extend(_check_tests(model, path, data))
