@@ -48,12 +48,14 @@ def configure_logging(*, json: bool | None = None, level: str | int | None = Non
 
 
 def get_logger(name: str = "guardrails") -> structlog.typing.FilteringBoundLogger:
-    """A bound logger carrying ``logger=name``.
+    """A logger whose events carry ``component=name``.
 
     If the application has not configured structlog, the defaults of `configure_logging`
     apply (warnings and errors only), so an embedded guard does not chatter on stdout.
     """
     if not structlog.is_configured():
         configure_logging()
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name).bind(logger=name)
+    # A lazy proxy (not .bind(), which would freeze today's configuration into the logger):
+    # it follows later `configure_logging` calls and test captures.
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(component=name)
     return logger
