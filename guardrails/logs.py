@@ -42,9 +42,14 @@ def configure_logging(*, json: bool | None = None, level: str | int | None = Non
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
+
+
+def _stderr_logger(*args: object) -> structlog.PrintLogger:
+    # Resolve sys.stderr per logger, not once at configuration: tests and apps swap it.
+    return structlog.PrintLogger(file=sys.stderr)
 
 
 def get_logger(name: str = "guardrails") -> structlog.typing.FilteringBoundLogger:
