@@ -1,0 +1,80 @@
+"""The proxy's configuration: one frozen value, built by the CLI or by tests.
+
+Workers started by uvicorn (``--workers N``) cannot receive Python objects, so the config
+also travels as JSON in the ``GUARDRAILS_PROXY_CONFIG`` environment variable
+(`ProxyConfig.to_env` / `ProxyConfig.from_env`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+CONFIG_ENV = "GUARDRAILS_PROXY_CONFIG"
+
+
+class ProxyConfigError(ValueError):
+    """A proxy configuration that cannot serve: names the option and the bad value."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyConfig:
+    """Everything one proxy worker needs.
+
+    Exactly one of ``upstream`` (an OpenAI-compatible base URL such as
+    ``http://127.0.0.1:8000/v1``) and ``generator`` (a `load_generator` spec) is set.
+    ``upstream_key`` is sent to the upstream as a bearer token and never leaves the server.
+    ``keys_file`` holds the client API keys; ``allow_anonymous`` must be set explicitly to
+    serve without keys. ``models`` restricts the model names clients may ask for (empty:
+    whatever the upstream accepts).
+    """
+
+    policy: str | None = None
+    upstream: str | None = None
+    upstream_key: str | None = None
+    generator: str | None = None
+    audit: str | None = None
+    keys_file: str | None = None
+    allow_anonymous: bool = False
+    models: tuple[str, ...] = ()
+    max_body_bytes: int = 1_000_000
+    max_messages: int = 512
+    upstream_timeout_s: float = 60.0
+    upstream_connect_timeout_s: float = 5.0
+    upstream_pool_size: int = 256
+    reload_interval_s: float = 2.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if (self.upstream is None) == (self.generator is None):
+            problems.append("set exactly one of upstream (a URL) and generator (a name)")
+        if self.upstream is not None and not self.upstream.startswith(("http://", "https://")):
+            problems.append(f"upstream must be an http(s) URL, got {self.upstream!r}")
+        if self.keys_file is None and not self.allow_anonymous:
+            problems.append("keys_file is required (or allow_anonymous=True, for development)")
+        for name in ("max_body_bytes", "max_messages", "upstream_pool_size"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("upstream_timeout_s", "upstream_connect_timeout_s", "reload_interval_s"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be positive, got {getattr(self, name)!r}")
+        if problems:
+            raise ProxyConfigError("; ".join(problems))
+
+    def to_env(self) -> str:
+        """The JSON form stored in ``GUARDRAILS_PROXY_CONFIG`` for uvicorn workers."""
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_env(cls) -> ProxyConfig:
+        """Read the config a parent process put in ``GUARDRAILS_PROXY_CONFIG``."""
+        raw = os.environ.get(CONFIG_ENV)
+        if not raw:
+            raise ProxyConfigError(f"{CONFIG_ENV} is not set")
+        data: dict[str, Any] = json.loads(raw)
+        data["models"] = tuple(data.get("models", ()))
+        return cls(**data)

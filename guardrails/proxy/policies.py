@@ -1,0 +1,266 @@
+"""The guards a proxy worker serves: one per policy, hot-reloaded when the file changes.
+
+Each policy in use (the server's default, and any a client key names) gets its own `Guard`,
+and so its own audit writer chain. A watcher polls the files; a changed file is validated
+into a new guard which is swapped in atomically (requests already running finish on the old
+one, closed after a grace period). An invalid edit is rejected and the last good policy
+stays in force. Both outcomes are written to the audit log (``metadata.event ==
+"policy_reload"``) and logged.
+
+`ObservingSink` sits between the guard and its audit writer: it hands the proxy each
+call's `audit.AuditEvent` (for the response headers and the metrics) and times the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from guardrails.exceptions import PolicyError
+from guardrails.guard import AuditSink, Guard
+from guardrails.logs import get_logger
+from guardrails.policy import Policy, load_policy
+from guardrails.proxy.metrics import Metrics
+
+if TYPE_CHECKING:
+    from audit import AuditEvent
+
+log = get_logger("guardrails.proxy")
+
+_GRACE_S = 30.0
+_MAX_PENDING_EVENTS = 10_000
+
+
+class ObservingSink:
+    """An `AuditSink` that shows each event to the proxy before committing it.
+
+    The guard builds exactly one event per call and writes it before it returns (or, for a
+    stream, before the stream ends), so the event is the complete record of the verdicts.
+    """
+
+    def __init__(self, inner: AuditSink | None, metrics: Metrics) -> None:
+        self.inner = inner
+        self.metrics = metrics
+        self._events: OrderedDict[str, AuditEvent] = OrderedDict()
+
+    def take(self, request_id: str) -> AuditEvent | None:
+        """The event of ``request_id``, once; ``None`` when the guard wrote none."""
+        return self._events.pop(request_id, None)
+
+    def _observe(self, event: AuditEvent) -> None:
+        self._events[event.request_id] = event
+        while len(self._events) > _MAX_PENDING_EVENTS:  # callers that never came back
+            self._events.popitem(last=False)
+        for stage in ("input", "output"):
+            action = event.input_action if stage == "input" else event.output_action
+            if action is not None:
+                self.metrics.inc("guardrails_actions_total", (("stage", stage), ("action", action)))
+            total = event.timings_ms.get(f"{stage}.total")
+            if total is not None:
+                self.metrics.observe("guardrails_stage_seconds", total / 1000, (("stage", stage),))
+        for finding in event.findings:
+            action = "shadow" if finding.get("shadow") else str(finding.get("action"))
+            self.metrics.inc(
+                "guardrails_rule_findings_total",
+                (("rule", str(finding.get("rule_id"))), ("action", action)),
+            )
+
+    def write(self, event: AuditEvent, /) -> object:
+        """Observe, then commit synchronously (the guard's sync paths)."""
+        self._observe(event)
+        if self.inner is None:
+            return None
+        started = time.perf_counter()
+        try:
+            return self.inner.write(event)
+        finally:
+            self.metrics.observe("guardrails_audit_commit_seconds", time.perf_counter() - started)
+
+    async def write_async(self, event: AuditEvent, /) -> object:
+        """Observe, then commit without blocking the event loop."""
+        self._observe(event)
+        if self.inner is None:
+            return None
+        started = time.perf_counter()
+        try:
+            return await self.inner.write_async(event)
+        finally:
+            self.metrics.observe("guardrails_audit_commit_seconds", time.perf_counter() - started)
+
+
+@dataclass(slots=True)
+class GuardSlot:
+    """The guard currently in force for one policy spec, and what it was loaded from."""
+
+    spec: str | None
+    path: Path
+    guard: Guard
+    sink: ObservingSink
+    stamp: tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadOutcome:
+    """What one reload attempt did: ``applied``, ``unchanged`` or ``rejected``."""
+
+    spec: str | None
+    outcome: str
+    digest: str
+    previous_digest: str
+    errors: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for ``/admin/policy/reload``."""
+        return {
+            "policy": self.spec or "default",
+            "outcome": self.outcome,
+            "digest": self.digest,
+            "previous_digest": self.previous_digest,
+            "errors": list(self.errors),
+        }
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (-1, -1)
+    return (stat.st_mtime_ns, stat.st_size)
+
+
+@dataclass
+class PolicyRegistry:
+    """Guards by policy spec (``None`` is the server's default policy)."""
+
+    default_spec: str | None
+    audit_url: str | None
+    metrics: Metrics
+    slots: dict[str | None, GuardSlot] = field(default_factory=dict)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _retired: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def _build(self, spec: str | None, policy: Policy) -> GuardSlot:
+        """A guard for ``policy`` (blocking: opens the audit store)."""
+        guard = Guard.from_policy(policy, audit=self.audit_url, on_block="raise")
+        sink = ObservingSink(guard.audit, self.metrics)
+        guard.audit = sink
+        path = Path(policy.path)
+        return GuardSlot(spec, path, guard, sink, _stamp(path))
+
+    def _load(self, spec: str | None) -> GuardSlot:
+        return self._build(spec, load_policy(spec))
+
+    async def get(self, spec: str | None) -> GuardSlot:
+        """The slot for ``spec``, loading it on first use.
+
+        Raises:
+            PolicyError: the policy does not load (it is not cached; the next call retries).
+        """
+        slot = self.slots.get(spec)
+        if slot is not None:
+            return slot
+        async with self._lock:
+            slot = self.slots.get(spec)
+            if slot is None:
+                slot = await asyncio.to_thread(self._load, spec)
+                self.slots[spec] = slot
+                log.info(
+                    "policy_loaded", policy=slot.guard.policy.ref.header(), path=str(slot.path)
+                )
+        return slot
+
+    def default(self) -> GuardSlot:
+        """The default slot (loaded at startup)."""
+        return self.slots[self.default_spec]
+
+    async def check_all(self, *, force: bool = False) -> list[ReloadOutcome]:
+        """Reload every policy whose file changed (every policy when ``force``)."""
+        outcomes = []
+        for spec in list(self.slots):
+            outcome = await self.check(spec, force=force)
+            if outcome is not None:
+                outcomes.append(outcome)
+        return outcomes
+
+    async def check(self, spec: str | None, *, force: bool = False) -> ReloadOutcome | None:
+        """Reload ``spec`` if its file changed; ``None`` when nothing changed."""
+        async with self._lock:
+            slot = self.slots[spec]
+            stamp = _stamp(slot.path)
+            if stamp == slot.stamp and not force:
+                return None
+            previous = slot.guard.policy
+            try:
+                policy = await asyncio.to_thread(load_policy, str(slot.path))
+            except PolicyError as exc:
+                slot.stamp = stamp  # do not re-report the same bad file every poll
+                errors = tuple(str(p) for p in exc.problems)
+                outcome = ReloadOutcome(spec, "rejected", previous.digest, previous.digest, errors)
+                log.error(
+                    "policy_reload_rejected",
+                    path=str(slot.path),
+                    in_force=previous.ref.header(),
+                    errors=list(errors),
+                )
+                await self._audit_reload(slot, outcome)
+                self.metrics.inc("guardrails_policy_reloads_total", (("outcome", "rejected"),))
+                return outcome
+            if policy.digest == previous.digest:
+                slot.stamp = stamp
+                return ReloadOutcome(spec, "unchanged", policy.digest, previous.digest)
+            fresh = await asyncio.to_thread(self._build, spec, policy)
+            fresh.stamp = stamp
+            self.slots[spec] = fresh  # the swap: new requests see the new guard
+            outcome = ReloadOutcome(spec, "applied", policy.digest, previous.digest)
+            log.warning(
+                "policy_reloaded",
+                path=str(slot.path),
+                policy=policy.ref.header(),
+                previous=previous.ref.header(),
+            )
+            await self._audit_reload(fresh, outcome)
+            self.metrics.inc("guardrails_policy_reloads_total", (("outcome", "applied"),))
+            self._retire(slot)
+            return outcome
+
+    async def _audit_reload(self, slot: GuardSlot, outcome: ReloadOutcome) -> None:
+        """One audit event per applied or rejected reload, on the chain of the guard in force."""
+        if slot.sink.inner is None:
+            return
+        from audit import AuditEvent
+
+        policy = slot.guard.policy
+        event = AuditEvent(
+            request_id=f"policy-reload-{uuid.uuid4().hex}",
+            policy_name=policy.name,
+            policy_version=policy.version,
+            policy_digest=policy.digest,
+            action="allow" if outcome.outcome == "applied" else "block",
+            error="; ".join(outcome.errors) or None,
+            metadata={"event": "policy_reload", "path": str(slot.path), **outcome.to_dict()},
+        )
+        try:
+            await slot.sink.inner.write_async(event)
+        except Exception as exc:  # the reload itself stands; the log keeps the failure
+            log.error("policy_reload_audit_failed", error=repr(exc), outcome=outcome.outcome)
+
+    def _retire(self, slot: GuardSlot) -> None:
+        async def close_later() -> None:
+            await asyncio.sleep(_GRACE_S)
+            await asyncio.to_thread(slot.guard.close)
+
+        self._retired.append(asyncio.get_running_loop().create_task(close_later()))
+
+    async def close(self) -> None:
+        """Close every guard, retired ones included (flushing their audit writers)."""
+        for task in self._retired:
+            task.cancel()
+        guards = [s.guard for s in self.slots.values()]
+        self.slots.clear()
+        for guard in guards:
+            await asyncio.to_thread(guard.close)

@@ -1,0 +1,389 @@
+"""The proxy's endpoints: the OpenAI API surface, health, metrics and administration.
+
+Authentication already happened in `ProxyMiddleware`; the caller is in
+``request.state.caller``. Admin endpoints additionally need an admin key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from guardrails.decision import Stage
+from guardrails.exceptions import PolicyError
+from guardrails.proxy.errors import ProxyHTTPError
+from guardrails.proxy.keys import ALL_TENANTS
+from guardrails.proxy.pipeline import (
+    CHAT,
+    COMPLETIONS,
+    Caller,
+    GuardedCall,
+    GuardedStreamResponse,
+)
+from guardrails.proxy.policies import GuardSlot
+from guardrails.proxy.schemas import ChatCompletionRequest, CompletionRequest, ModerationRequest
+from guardrails.proxy.state import ProxyState
+
+router = APIRouter()
+
+_MODELS_TTL_S = 60.0
+_MAX_MODERATION_INPUTS = 64
+
+
+def _state(request: Request) -> ProxyState:
+    state: ProxyState = request.app.state.proxy
+    return state
+
+
+def _caller(request: Request) -> Caller:
+    caller: Caller = request.state.caller
+    return caller
+
+
+def _request_id(request: Request) -> str:
+    rid: str = request.state.request_id
+    return rid
+
+
+def _admin(request: Request) -> Caller:
+    caller = _caller(request)
+    if not caller.admin:
+        raise ProxyHTTPError(403, "This endpoint needs an admin key.", code="forbidden")
+    return caller
+
+
+def admin_tenant_scope(caller: Caller, requested: str | None) -> str | None:
+    """The tenant an admin query is limited to: a tenant-bound admin sees only its own.
+
+    Raises:
+        ProxyHTTPError: 403 when a tenant-bound admin asks for another tenant.
+    """
+    if caller.tenant == ALL_TENANTS:
+        return requested
+    if requested is not None and requested != caller.tenant:
+        raise ProxyHTTPError(
+            403, "This key may not read another tenant's events.", code="forbidden"
+        )
+    return caller.tenant
+
+
+async def _slot(state: ProxyState, caller: Caller) -> GuardSlot:
+    try:
+        return await state.registry.get(caller.policy or state.config.policy)
+    except PolicyError as exc:
+        raise ProxyHTTPError(
+            503, "The policy for this key does not load; ask an operator.", code="policy_error"
+        ) from exc
+
+
+async def _known_models(state: ProxyState) -> list[str]:
+    if state.config.models:
+        return list(state.config.models)
+    cached = state.models_cache
+    now = time.monotonic()
+    if cached is not None and now - cached[0] < _MODELS_TTL_S:
+        return cached[1]
+    from guardrails.proxy.upstream import UpstreamError
+
+    try:
+        models = await state.upstream.models()
+    except UpstreamError as exc:
+        raise ProxyHTTPError(exc.status, exc.message, code=exc.code) from exc
+    state.models_cache = (now, models)
+    return models
+
+
+def _check_model(state: ProxyState, model: str) -> None:
+    if state.config.models and model not in state.config.models:
+        raise ProxyHTTPError(
+            404, f"The model {model!r} does not exist.", code="model_not_found", param="model"
+        )
+
+
+def _check_common(payload: dict[str, Any]) -> None:
+    if payload.get("n") not in (None, 1):
+        raise ProxyHTTPError(
+            400,
+            "Only n=1 is supported: each choice would need its own check.",
+            param="n",
+            code="unsupported_parameter",
+        )
+    for name in ("tools", "functions", "tool_choice", "function_call"):
+        if payload.get(name):
+            raise ProxyHTTPError(
+                400,
+                f"{name!r} is not supported by the guard proxy yet: tool-call arguments are "
+                "not checked, so they are refused rather than passed unchecked.",
+                param=name,
+                code="unsupported_parameter",
+            )
+
+
+async def _completion(
+    request: Request,
+    route: str,
+    model: str,
+    user: str | None,
+    prompt: str,
+    payload: dict[str, Any],
+    stream: bool,
+    include_usage: bool,
+) -> Response:
+    state = _state(request)
+    caller = _caller(request)
+    slot = await _slot(state, caller)
+    metrics = state.metrics
+    label = (("route", f"/v1/{route}"),)
+
+    def observe_upstream(seconds: float) -> None:
+        metrics.observe("guardrails_upstream_seconds", seconds, label)
+
+    guarded = GuardedCall(
+        request_id=_request_id(request),
+        slot=slot,
+        caller=caller,
+        route=route,
+        model=model,
+        user=user,
+        prompt=prompt,
+        payload=payload,
+        upstream=state.upstream,
+        observe_upstream=observe_upstream,
+    )
+    if stream:
+        return _StreamAdapter(guarded.stream_response(include_usage))
+    body, headers = await guarded.run()
+    return JSONResponse(body, headers=headers)
+
+
+class _StreamAdapter(Response):
+    """Lets FastAPI return a raw ASGI response object from a route."""
+
+    def __init__(self, inner: GuardedStreamResponse) -> None:
+        self.inner = inner
+        self.background = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.inner(scope, receive, send)
+
+
+@router.post("/v1/chat/completions", tags=["openai"])
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    """Chat completions, streaming or not, through the guard."""
+    state = _state(request)
+    _check_model(state, body.model)
+    if len(body.messages) > state.config.max_messages:
+        raise ProxyHTTPError(
+            400,
+            f"Too many messages: {len(body.messages)} (at most {state.config.max_messages}).",
+            param="messages",
+            code="too_many_messages",
+        )
+    payload = body.model_dump(exclude_unset=True)
+    _check_common(payload)
+    prompt = "\n\n".join(message.text() for message in body.messages)
+    include_usage = bool((body.stream_options or {}).get("include_usage"))
+    return await _completion(
+        request, CHAT, body.model, body.user, prompt, payload, body.stream, include_usage
+    )
+
+
+@router.post("/v1/completions", tags=["openai"])
+async def completions(body: CompletionRequest, request: Request) -> Response:
+    """Legacy text completions (one prompt per request), streaming or not."""
+    state = _state(request)
+    _check_model(state, body.model)
+    if isinstance(body.prompt, list):
+        if len(body.prompt) != 1:
+            raise ProxyHTTPError(
+                400,
+                "Send exactly one prompt per request.",
+                param="prompt",
+                code="unsupported_parameter",
+            )
+        prompt = body.prompt[0]
+    else:
+        prompt = body.prompt
+    payload = body.model_dump(exclude_unset=True)
+    payload["prompt"] = prompt
+    _check_common(payload)
+    include_usage = bool((body.stream_options or {}).get("include_usage"))
+    return await _completion(
+        request, COMPLETIONS, body.model, body.user, prompt, payload, body.stream, include_usage
+    )
+
+
+@router.post("/v1/moderations", tags=["openai"])
+async def moderations(body: ModerationRequest, request: Request) -> JSONResponse:
+    """OpenAI moderation format; categories are the policy's rule categories, scores come
+    from the rules (1.0 when a rule matched) and the classifier (its score)."""
+    state = _state(request)
+    slot = await _slot(state, _caller(request))
+    inputs = [body.input] if isinstance(body.input, str) else body.input
+    if not inputs or len(inputs) > _MAX_MODERATION_INPUTS:
+        raise ProxyHTTPError(
+            400,
+            f"Send 1 to {_MAX_MODERATION_INPUTS} inputs.",
+            param="input",
+            code="invalid_input",
+        )
+    guard = slot.guard
+    categories = sorted({rule.category for rule in guard.policy.rules if rule.enabled})
+    results = []
+    for text in inputs:
+        verdict = guard.check(text, Stage.INPUT)
+        flags = dict.fromkeys(categories, False)
+        scores = dict.fromkeys(categories, 0.0)
+        for finding in verdict.findings:
+            if finding.shadow:
+                continue
+            flags[finding.category] = True
+            score = finding.score if finding.score is not None else 1.0
+            scores[finding.category] = max(scores.get(finding.category, 0.0), score)
+        results.append(
+            {
+                "flagged": any(flags.values()),
+                "categories": flags,
+                "category_scores": scores,
+                "category_applied_input_types": {c: ["text"] for c in categories},
+                "action": verdict.action.value,
+                "rules": [f.rule_id for f in verdict.findings if not f.shadow],
+            }
+        )
+    rid = _request_id(request)
+    return JSONResponse(
+        {"id": f"modr-{rid}", "model": body.model or guard.policy.ref.header(), "results": results},
+        headers={"x-guardrails-policy": guard.policy.ref.header()},
+    )
+
+
+@router.get("/v1/models", tags=["openai"])
+async def models(request: Request) -> JSONResponse:
+    """The models clients may ask for (the configured list, or the upstream's)."""
+    names = await _known_models(_state(request))
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": [
+                {"id": n, "object": "model", "created": 0, "owned_by": "guardrails"} for n in names
+            ],
+        }
+    )
+
+
+@router.get("/healthz", tags=["ops"])
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers. Needs no key."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["ops"])
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: policies loaded and the upstream pool open."""
+    state = _state(request)
+    if not state.ready or state.config.policy not in state.registry.slots:
+        return JSONResponse({"status": "starting"}, status_code=503)
+    return JSONResponse(
+        {"status": "ready", "policy": state.registry.default().guard.policy.ref.header()}
+    )
+
+
+@router.get("/metrics", tags=["ops"])
+async def metrics(request: Request) -> PlainTextResponse:
+    """Prometheus metrics of this worker (admin key)."""
+    _admin(request)
+    return PlainTextResponse(
+        _state(request).metrics.render(), media_type="text/plain; version=0.0.4"
+    )
+
+
+@router.get("/admin/policy", tags=["admin"])
+async def admin_policy(request: Request) -> dict[str, Any]:
+    """The policies in force: name, version, digest and file of each."""
+    _admin(request)
+    state = _state(request)
+    return {
+        "policies": [
+            {
+                "policy": spec or "default",
+                "name": slot.guard.policy.name,
+                "version": slot.guard.policy.version,
+                "digest": slot.guard.policy.digest,
+                "header": slot.guard.policy.ref.header(),
+                "path": str(slot.path),
+            }
+            for spec, slot in state.registry.slots.items()
+        ]
+    }
+
+
+@router.post("/admin/policy/reload", tags=["admin"])
+async def admin_reload(request: Request) -> dict[str, Any]:
+    """Re-read every policy file now; an invalid file is rejected and the old one stays."""
+    _admin(request)
+    outcomes = await _state(request).registry.check_all(force=True)
+    return {"reloads": [o.to_dict() for o in outcomes]}
+
+
+@router.get("/admin/audit", tags=["admin"])
+async def admin_audit(
+    request: Request,
+    tenant: Annotated[str | None, Query(max_length=256)] = None,
+    action: Annotated[str | None, Query(pattern="^(allow|flag|redact|block)$")] = None,
+    request_id: Annotated[str | None, Query(max_length=128)] = None,
+    since: Annotated[datetime | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Audit events, newest first; a tenant-bound admin key sees only its tenant."""
+    caller = _admin(request)
+    scope = admin_tenant_scope(caller, tenant)
+    state = _state(request)
+    if state.config.audit is None:
+        raise ProxyHTTPError(404, "This proxy has no audit log configured.", code="no_audit_log")
+    if since is not None and since.tzinfo is None:
+        raise ProxyHTTPError(400, "since needs a time zone (e.g. ...Z).", param="since")
+    from audit import AuditError, AuditStore
+
+    if state.audit_reader is None:
+        state.audit_reader = await asyncio.to_thread(AuditStore, state.config.audit)
+    reader = state.audit_reader
+    try:
+        events = await asyncio.to_thread(
+            reader.events,
+            tenant=scope,
+            action=action,
+            request_id=request_id,
+            since=since,
+            limit=limit,
+        )
+    except AuditError as exc:
+        raise ProxyHTTPError(
+            503, f"The audit log is unavailable: {exc}", code="audit_unavailable"
+        ) from exc
+    return {
+        "events": [
+            {
+                "event_id": e.event_id,
+                "created_at": e.created_at.isoformat(),
+                "request_id": e.request_id,
+                "tenant": e.tenant,
+                "model": e.model,
+                "action": e.action,
+                "input_action": e.input_action,
+                "output_action": e.output_action,
+                "findings": list(e.findings),
+                "flagged": e.flagged,
+                "streamed": e.streamed,
+                "released_chars": e.released_chars,
+                "error": e.error,
+                "policy": f"{e.policy_name}@{e.policy_version}#{e.policy_digest[:12]}",
+                "metadata": e.metadata,
+            }
+            for e in events
+        ]
+    }
