@@ -7,6 +7,7 @@ it with `AuditStoreError` instead of failing at construction.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from audit.engine import IMMEDIATE, create_audit_engine, safe_url
 from audit.exceptions import AuditClosedError, AuditIntegrityError, AuditStoreError
 from audit.migrate import upgrade_engine
 from audit.schema import EVENTS, POLICIES
+from audit.spill import replay_orphans
 from audit.writer import AuditWriter
 
 __all__ = ["AuditStore", "StoredEvent"]
@@ -100,6 +102,12 @@ class AuditStore:
         hmac_key: key every writer of this store chains with (HMAC-SHA256); None for
             plain SHA-256, which detects tampering only by someone who cannot recompute it.
         auto_upgrade: migrate the schema to head first (concurrent callers are serialised).
+        spill_dir: spill mode for every writer of this store: during an outage, events are
+            fsynced to a spill file in this folder and ``write`` succeeds (the receipt says
+            ``spilled=True``); they are replayed exactly once, chain intact, when the store
+            is back, and spill files of crashed writers are replayed by the next writer
+            opened on the same folder. None (default): fail closed, ``write`` raises
+            `AuditStoreError` while the store is down.
 
     Raises:
         AuditConfigError: bad URL or driver.
@@ -107,10 +115,16 @@ class AuditStore:
     """
 
     def __init__(
-        self, url: str, *, hmac_key: bytes | None = None, auto_upgrade: bool = False
+        self,
+        url: str,
+        *,
+        hmac_key: bytes | None = None,
+        auto_upgrade: bool = False,
+        spill_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.url = url
         self.hmac_key = hmac_key
+        self.spill_dir = spill_dir
         self.engine: Engine = create_audit_engine(url)
         self._known_digests: set[str] = set()
         self._writers: list[AuditWriter] = []
@@ -185,11 +199,14 @@ class AuditStore:
             raise self._store_error(f"reading policy {digest!r}", exc) from exc
         return text
 
-    def writer(self, *, max_batch: int = 512, max_queue: int = 10_000) -> AuditWriter:
+    def writer(
+        self, *, max_batch: int = 512, max_queue: int = 10_000, spill_retry_s: float = 1.0
+    ) -> AuditWriter:
         """A new writer with its own hash chain (see `AuditWriter`); closed with the store.
 
         Raises:
             AuditClosedError: the store is closed.
+            AuditStoreError: spill mode, and the spill file cannot be created.
         """
         with self._lock:
             if self._closed:
@@ -200,6 +217,8 @@ class AuditStore:
                 known_digests=self._known_digests,
                 max_batch=max_batch,
                 max_queue=max_queue,
+                spill_dir=self.spill_dir,
+                spill_retry_s=spill_retry_s,
             )
             self._writers.append(writer)
         return writer
@@ -248,6 +267,18 @@ class AuditStore:
         except SQLAlchemyError as exc:
             raise self._store_error("querying events", exc) from exc
         return [stored_event_from_row(row) for row in rows]
+
+    def replay_spills(self) -> int:
+        """Replay the spill files in ``spill_dir`` that no live writer holds; return the
+        number of events inserted (0 without spill mode).
+
+        Raises:
+            AuditStoreError: the store is unreachable or a spill file does not continue its
+                chain (that file is kept).
+        """
+        if self.spill_dir is None:
+            return 0
+        return replay_orphans(self.engine, self.spill_dir)
 
     def close(self) -> None:
         """Close every writer (committing what they hold), then release the connections."""

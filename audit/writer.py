@@ -7,6 +7,14 @@ each caller's future, so N concurrent callers share one durable commit. A failed
 rolled back, its callers get `AuditStoreError`, the chain head does not move, and the next
 batch re-reads the head from the store before it writes, so the writer heals when the store
 comes back.
+
+Spill mode (``spill_dir``): when a batch fails because the store is unreachable, its rows,
+chained from the writer's own head, are appended to the writer's fsynced spill file
+(`audit.spill`) and the callers are acknowledged with ``Receipt.spilled``. Every later batch
+first replays that backlog, in the same transaction and in chain order, so the chain stays
+intact and each spilled event lands exactly once; while idle the writer retries every
+``spill_retry_s``. Spill files left by a crashed writer are replayed by any writer opened
+on the same folder.
 """
 
 from __future__ import annotations
@@ -22,9 +30,11 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
 from audit.chain import chain_hash, content_json
 from audit.engine import IMMEDIATE, safe_url
@@ -37,18 +47,24 @@ from audit.exceptions import (
     AuditStoreError,
 )
 from audit.schema import CHAINS, EVENTS, GENESIS_HASH, POLICIES
+from audit.spill import SpillFile, apply_rows, replay_orphans
 
 __all__ = ["AuditWriter", "Receipt"]
 
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
-    """Proof that an event is committed: where it sits in which chain, and its hash."""
+    """Proof that an event is durable: where it sits in which chain, and its hash.
+
+    ``spilled`` is True when the event was fsynced to the writer's spill file during a store
+    outage rather than committed; it will be committed at that same position on replay.
+    """
 
     event_id: str
     chain_id: str
     seq: int
     hash: str
+    spilled: bool = False
 
 
 @dataclass(slots=True)
@@ -59,6 +75,11 @@ class _Pending:
 
 
 _STOP = object()
+
+
+def _is_outage(exc: Exception) -> bool:
+    """True for failures of reaching the store (what spill mode absorbs), not of the data."""
+    return isinstance(exc, OperationalError | InterfaceError | DisconnectionError)
 
 
 class AuditWriter:
@@ -77,17 +98,39 @@ class AuditWriter:
         known_digests: set[str],
         max_batch: int = 512,
         max_queue: int = 10_000,
+        spill_dir: str | os.PathLike[str] | None = None,
+        spill_retry_s: float = 1.0,
     ) -> None:
         """Start the writer thread; nothing touches the store until the first batch.
 
+        Args:
+            engine: the store's engine.
+            hmac_key: key for HMAC-SHA256 chaining, or None for SHA-256.
+            known_digests: policy digests already recorded (shared with the store).
+            max_batch: most events per transaction.
+            max_queue: most events waiting; a full queue blocks callers.
+            spill_dir: enable spill mode with this folder (see the module docstring).
+            spill_retry_s: while a backlog is spilled and no events arrive, retry this often.
+
         Raises:
             AuditConfigError: ``max_batch`` or ``max_queue`` is below 1.
+            AuditStoreError: the spill file cannot be created in ``spill_dir``.
         """
         if max_batch < 1 or max_queue < 1:
             raise AuditConfigError(
                 f"max_batch and max_queue must be >= 1 (got {max_batch}, {max_queue})"
             )
         self.chain_id = new_event_id()
+        algorithm = "sha256" if hmac_key is None else "hmac-sha256"
+        self._header: dict[str, Any] = {
+            "hostname": socket.gethostname()[:255],
+            "pid": os.getpid(),
+            "hash_algorithm": algorithm,
+        }
+        self.spill_dir = None if spill_dir is None else Path(spill_dir)
+        self._spill = None if spill_dir is None else SpillFile(spill_dir, self.chain_id, algorithm)
+        self._spill_retry_s = spill_retry_s
+        self._orphans_pending = self._spill is not None
         self._engine = engine
         self._url = safe_url(engine.url)
         self._hmac_key = hmac_key
@@ -102,6 +145,10 @@ class AuditWriter:
         self._conn: Connection | None = None  # held between batches; dropped on failure
         self.commits = 0
         """Batches committed so far (each one transaction, shared by its events)."""
+        self.spilled = 0
+        """Events acknowledged from the spill file (spill mode) so far."""
+        self.replayed = 0
+        """Spilled events (this writer's and orphans') committed by replay so far."""
         # Close protocol: no submit may enqueue after the stop marker.
         self._state = threading.Condition()
         self._closed = False
@@ -193,6 +240,11 @@ class AuditWriter:
             self._queue.put(_STOP)
         self._thread.join()
 
+    @property
+    def spill_backlog(self) -> int:
+        """Events in this writer's spill file that are not committed yet (0 without spill)."""
+        return 0 if self._spill is None else len(self._spill.rows)
+
     def __enter__(self) -> AuditWriter:
         return self
 
@@ -202,9 +254,15 @@ class AuditWriter:
     # --- writer thread ------------------------------------------------------------------
 
     def _run(self) -> None:
+        self._retry_spill()
         stop = False
         while not stop:
-            item = self._queue.get()
+            waiting = self._spill is not None and (self._spill.rows or self._orphans_pending)
+            try:
+                item = self._queue.get(timeout=self._spill_retry_s if waiting else None)
+            except queue.Empty:
+                self._retry_spill()
+                continue
             if item is _STOP:
                 break
             batch: list[_Pending] = [item]
@@ -220,9 +278,27 @@ class AuditWriter:
             live = [p for p in batch if p.future.set_running_or_notify_cancel()]
             if live:
                 self._commit(live)
+        self._retry_spill()
+        if self._spill is not None:
+            self._spill.close()  # keeps the file if rows are left: the next writer replays it
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def _retry_spill(self) -> None:
+        """Try to replay this writer's backlog and any orphaned spill files."""
+        if self._spill is None:
+            return
+        if self._spill.rows:
+            self._commit([])
+        if self._orphans_pending and not self._spill.rows:
+            try:
+                self.replayed += replay_orphans(
+                    self._engine, self._spill.directory, skip=self.chain_id
+                )
+            except AuditError:
+                return  # still down (or a bad file): try again later
+            self._orphans_pending = False
 
     def _connection(self) -> Connection:
         if self._conn is None:
@@ -240,33 +316,80 @@ class AuditWriter:
                 pass
 
     def _commit(self, batch: list[_Pending]) -> None:
-        """Write one batch in one transaction; resolve or fail every future in it."""
+        """Write one batch (after any spilled backlog) in one transaction; resolve or fail
+        every future in it, or, in spill mode during an outage, spill it."""
+        spill = self._spill
+        backlog = spill is not None and bool(spill.rows)
         try:
             conn = self._connection()
             with conn.begin():
-                if self._stale:
+                if self._stale and not backlog:
                     self._reload_head(conn)
                 batch = self._drop_unknown_policies(conn, batch)
-                if not batch:
+                if not batch and not backlog:
                     return
                 rows, receipts = self._chain_rows(batch)
-                self._move_head(conn, rows[-1]["seq"], rows[-1]["hash"])
-                conn.execute(insert(EVENTS), rows)
+                if spill is not None and backlog:
+                    replayed = apply_rows(conn, self.chain_id, spill.rows + rows, self._header)
+                else:
+                    self._move_head(conn, rows[-1]["seq"], rows[-1]["hash"])
+                    conn.execute(insert(EVENTS), rows)
         except Exception as exc:  # every failure goes to the callers, none is swallowed
-            self._stale = True
             self._drop_connection()
-            self._fail(batch, exc)
+            if spill is not None and (backlog or _is_outage(exc)):
+                self._spill_batch(spill, batch, exc)
+            else:
+                self._stale = True
+                self._fail(batch, exc)
             return
         self.commits += 1
-        self._head_seq = receipts[-1].seq
-        self._head_hash = receipts[-1].hash
+        if spill is not None and backlog:
+            self.replayed += max(0, replayed - len(rows))
+            spill.clear()
+        if receipts:
+            self._head_seq = receipts[-1].seq
+            self._head_hash = receipts[-1].hash
         self._chain_exists = True
         self._stale = False
+        if self._orphans_pending:
+            self._retry_spill()
         for pending, receipt in zip(batch, receipts, strict=True):
             pending.future.set_result(receipt)
         # Let the callers just released run (and queue their next events) before this
         # thread drains the queue again: fuller batches, fewer fsyncs per event.
         time.sleep(0)
+
+    def _spill_batch(self, spill: SpillFile, batch: list[_Pending], exc: Exception) -> None:
+        """Chain ``batch`` from the in-memory head into the spill file; acknowledge it."""
+        live: list[_Pending] = []
+        for pending in batch:
+            if pending.future.done():
+                continue
+            if pending.event.policy_digest not in self._known_digests:
+                pending.future.set_exception(
+                    AuditEventError(
+                        f"event {pending.event.event_id}: policy digest "
+                        f"{pending.event.policy_digest!r} is not known to be recorded and the "
+                        "store is unreachable; call AuditStore.record_policy() first"
+                    )
+                )
+                continue
+            live.append(pending)
+        if not live:
+            return
+        rows, receipts = self._chain_rows(live)
+        try:
+            spill.append(rows)
+        except AuditStoreError as spill_error:
+            spill_error.__cause__ = exc
+            self._fail(live, spill_error)
+            return
+        self._head_seq, self._head_hash = receipts[-1].seq, receipts[-1].hash
+        self.spilled += len(live)
+        for pending, receipt in zip(live, receipts, strict=True):
+            pending.future.set_result(
+                Receipt(receipt.event_id, receipt.chain_id, receipt.seq, receipt.hash, True)
+            )
 
     def _fail(self, batch: Iterable[_Pending], exc: Exception) -> None:
         for pending in batch:
@@ -371,9 +494,9 @@ class AuditWriter:
                 insert(CHAINS).values(
                     chain_id=self.chain_id,
                     created_at=datetime.now(UTC),
-                    hostname=socket.gethostname()[:255],
-                    pid=os.getpid(),
-                    hash_algorithm="sha256" if self._hmac_key is None else "hmac-sha256",
+                    hostname=self._header["hostname"],
+                    pid=self._header["pid"],
+                    hash_algorithm=self._header["hash_algorithm"],
                     head_seq=head_seq,
                     head_hash=head_hash,
                 )

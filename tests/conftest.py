@@ -24,8 +24,13 @@ PG_ADMIN_URL = os.environ.get(
 @pytest.fixture(scope="session")
 def pg_database_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, dropped at the end."""
+    # pre-ping: a test may restart the server (tests/audit/test_faults.py), which kills
+    # the pooled admin connection this fixture drops the database with at the end.
     admin = create_engine(
-        PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+        PG_ADMIN_URL,
+        isolation_level="AUTOCOMMIT",
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 5},
     )
     name = f"gr_test_{secrets.token_hex(6)}"
     try:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import sqlite3
-import threading
 import time
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -15,64 +12,16 @@ from audit import AuditStore, verify_chain
 from audit.exceptions import AuditStoreError
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-class TcpProxy:
-    """A TCP forwarder we can cut and restore, standing in for a PostgreSQL outage."""
-
-    def __init__(self, target_port: int) -> None:
-        self.port = _free_port()
-        self._target = target_port
-        self._sockets: list[socket.socket] = []
-        self._listener: socket.socket | None = None
-
-    def start(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen()
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def stop(self) -> None:
-        assert self._listener is not None
-        # shutdown wakes the thread blocked in accept(); close alone would not
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-        self._sockets.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self._target))
-            self._sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-
-
 def test_unreachable_postgres_fails_fast(make_event):
     """A writer whose PostgreSQL is on a closed port raises AuditStoreError in seconds."""
-    url = f"postgresql+psycopg://postgres@127.0.0.1:{_free_port()}/test"
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test"
     with AuditStore(url) as store, store.writer() as writer:
         started = time.monotonic()
         with pytest.raises(AuditStoreError, match=r"failed \(batch rolled back"):
@@ -102,12 +51,10 @@ def test_sqlite_lock_outage_then_recovery(tmp_path, sqlite_url, make_event, poli
 
 
 @pytest.mark.postgres
-def test_postgres_outage_then_recovery(pg_url, make_event, policy_digest):
+def test_postgres_outage_then_recovery(pg_proxy, make_event, policy_digest):
     """Cutting the connection to PostgreSQL fails writes; restoring it heals the writer."""
-    target = urlsplit(pg_url.replace("postgresql+psycopg", "postgresql"))
-    proxy = TcpProxy(target.port or 5432)
-    proxy.start()
-    url = f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}{target.path}"
+    proxy, url = pg_proxy
+    pg_url = proxy.target_url
     try:
         with AuditStore(url) as store:
             store.record_policy(policy_digest, "default", "1.0", "rules: []\n")

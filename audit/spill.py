@@ -1,0 +1,236 @@
+"""Spill files: where a writer in spill mode keeps chained rows while the store is down.
+
+One file per writer chain, ``<spill_dir>/<chain_id>.spill``: a header line, then one JSON line
+per chained row (its chain position and hash already fixed), appended and fsynced before the
+caller is acknowledged. The live writer holds an exclusive ``flock`` on its file; a file
+nobody holds is an orphan (its writer crashed or closed during an outage) and any store
+opened on the same ``spill_dir`` replays it.
+
+Replay is exactly once: rows are inserted in one transaction together with the chain head,
+and only rows beyond the stored head are inserted, so a replay interrupted after its commit
+(or a failed commit that in fact landed) never inserts a row twice. A torn last line (a crash
+during an append, never acknowledged) is ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from audit.engine import IMMEDIATE
+from audit.exceptions import AuditStoreError
+from audit.schema import CHAINS, EVENTS
+
+__all__ = ["SPILL_SUFFIX", "SpillFile", "apply_rows", "replay_orphans"]
+
+SPILL_SUFFIX = ".spill"
+_FORMAT = "guardrails-audit-spill/1"
+
+
+def _encode_row(row: dict[str, Any]) -> str:
+    doc = dict(row)
+    doc["created_at"] = row["created_at"].astimezone(UTC).isoformat()
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+
+
+def _decode_row(line: str) -> dict[str, Any]:
+    row: dict[str, Any] = json.loads(line)
+    row["created_at"] = datetime.fromisoformat(row["created_at"])
+    return row
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class SpillFile:
+    """The append-only, fsynced spill file of one live writer chain (held under flock)."""
+
+    def __init__(
+        self, directory: str | os.PathLike[str], chain_id: str, hash_algorithm: str
+    ) -> None:
+        """Create and lock the file (via a temporary name, so no replayer sees it unlocked).
+
+        Raises:
+            AuditStoreError: the spill directory cannot be created or written.
+        """
+        self.directory = Path(directory)
+        self.chain_id = chain_id
+        self.path = self.directory / f"{chain_id}{SPILL_SUFFIX}"
+        self.rows: list[dict[str, Any]] = []
+        """Spilled rows not yet replayed, in chain order."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            temporary = self.directory / f".{chain_id}.tmp"
+            self._file: IO[str] = open(temporary, "w+", encoding="utf-8")  # noqa: SIM115
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
+            header = {
+                "format": _FORMAT,
+                "chain_id": chain_id,
+                "hash_algorithm": hash_algorithm,
+                "hostname": socket.gethostname()[:255],
+                "pid": os.getpid(),
+            }
+            self._file.write(json.dumps(header) + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            os.replace(temporary, self.path)  # the lock stays with the inode
+            _fsync_dir(self.directory)
+            self._header_size = self._file.tell()
+        except OSError as exc:
+            raise AuditStoreError(f"cannot create spill file in {self.directory}: {exc}") from exc
+
+    def append(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Append ``rows`` and fsync; on failure the file is cut back to what it held.
+
+        Raises:
+            AuditStoreError: the write or the fsync failed (nothing of ``rows`` is kept).
+        """
+        data = "".join(_encode_row(row) + "\n" for row in rows)
+        size = self._file.tell()
+        try:
+            self._file.write(data)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self._file.truncate(size)
+                self._file.seek(size)
+            raise AuditStoreError(f"cannot append to spill file {self.path}: {exc}") from exc
+        self.rows.extend(rows)
+
+    def clear(self) -> None:
+        """Forget the rows (they are committed): cut the file back to its header."""
+        self._file.truncate(self._header_size)
+        self._file.seek(self._header_size)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.rows.clear()
+
+    def close(self) -> None:
+        """Release the lock; remove the file if nothing is left to replay."""
+        if not self.rows:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        self._file.close()
+
+
+def apply_rows(
+    conn: Connection, chain_id: str, rows: Sequence[dict[str, Any]], header: dict[str, Any]
+) -> int:
+    """Insert the rows of ``chain_id`` beyond its stored head and move the head, in ``conn``'s
+    transaction; return how many rows were inserted.
+
+    ``header`` supplies the chain registration (hostname, pid, hash_algorithm) when the
+    chain has no row yet.
+
+    Raises:
+        AuditStoreError: the rows do not continue the stored chain (a gap).
+    """
+    head = conn.execute(
+        select(CHAINS.c.head_seq, CHAINS.c.head_hash).where(CHAINS.c.chain_id == chain_id)
+    ).first()
+    stored_seq = 0 if head is None else int(head[0])
+    fresh = [row for row in rows if row["seq"] > stored_seq]
+    if not fresh:
+        return 0
+    if fresh[0]["seq"] != stored_seq + 1:
+        raise AuditStoreError(
+            f"chain {chain_id}: spilled rows start at seq {fresh[0]['seq']}, "
+            f"the stored head is seq {stored_seq}"
+        )
+    last = fresh[-1]
+    if head is None:
+        conn.execute(
+            insert(CHAINS).values(
+                chain_id=chain_id,
+                created_at=datetime.now(UTC),
+                hostname=str(header.get("hostname", ""))[:255],
+                pid=int(header.get("pid", 0)),
+                hash_algorithm=str(header.get("hash_algorithm", "sha256")),
+                head_seq=last["seq"],
+                head_hash=last["hash"],
+            )
+        )
+    else:
+        conn.execute(
+            update(CHAINS)
+            .where(CHAINS.c.chain_id == chain_id)
+            .values(head_seq=last["seq"], head_hash=last["hash"])
+        )
+    conn.execute(insert(EVENTS), fresh)
+    return len(fresh)
+
+
+def _read(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    lines = path.read_text(encoding="utf-8").split("\n")
+    header: dict[str, Any] = json.loads(lines[0])
+    if header.get("format") != _FORMAT:
+        raise AuditStoreError(f"{path}: not a spill file of format {_FORMAT}")
+    rows: list[dict[str, Any]] = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        try:
+            rows.append(_decode_row(line))
+        except ValueError:  # a torn last line: its append never returned, never acknowledged
+            break
+    return header, rows
+
+
+def replay_orphans(
+    engine: Engine, directory: str | os.PathLike[str], *, skip: str | None = None
+) -> int:
+    """Replay every spill file in ``directory`` that no live writer holds; return rows inserted.
+
+    Each file is replayed in one transaction, then removed. Files held by a live writer
+    (and ``skip``, a chain id) are left alone. A file that fails to replay stays for the next
+    attempt.
+
+    Raises:
+        AuditStoreError: the store is unreachable or a file does not continue its chain.
+    """
+    folder = Path(directory)
+    if not folder.is_dir():
+        return 0
+    inserted = 0
+    for path in sorted(folder.glob(f"*{SPILL_SUFFIX}")):
+        if skip is not None and path.name == f"{skip}{SPILL_SUFFIX}":
+            continue
+        try:
+            handle = open(path, encoding="utf-8")  # noqa: SIM115
+        except FileNotFoundError:  # its writer closed cleanly meanwhile
+            continue
+        with handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live writer holds it
+            if not path.exists():  # replayed and removed by someone else before our lock
+                continue
+            header, rows = _read(path)
+            try:
+                with engine.connect() as conn:
+                    conn.execution_options(**{IMMEDIATE: True})
+                    with conn.begin():
+                        inserted += apply_rows(conn, str(header["chain_id"]), rows, header)
+            except AuditStoreError:
+                raise
+            except Exception as exc:
+                raise AuditStoreError(f"replaying spill file {path} failed: {exc}") from exc
+            path.unlink()
+            _fsync_dir(folder)
+    return inserted
