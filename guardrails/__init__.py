@@ -24,7 +24,14 @@ from guardrails.exceptions import (
     PolicyError,
     PolicyProblem,
 )
-from guardrails.guard import CallContext, Guard, guard_context
+from guardrails.guard import (
+    AsyncGuardedStream,
+    CallContext,
+    CallOutcome,
+    Guard,
+    GuardedStream,
+    guard_context,
+)
 from guardrails.policy import Policy, load_policy, policy_json_schema
 from guardrails.streaming import StreamChecker, StreamStep
 
@@ -32,13 +39,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Action",
+    "AsyncGuardedStream",
     "AuditUnavailable",
     "Blocked",
     "CallContext",
+    "CallOutcome",
     "Finding",
     "GeneratorError",
     "Guard",
     "GuardInputError",
+    "GuardedStream",
     "GuardrailsError",
     "Policy",
     "PolicyError",

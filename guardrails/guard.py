@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 log = get_logger("guardrails.guard")
 
 OnBlock = Literal["raise", "refuse"]
+_Mode = Literal["raise", "refuse", "outcome"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -406,12 +407,16 @@ class Guard:
 
     # --- the call paths ---------------------------------------------------------------------------
 
-    def _begin(self, prompt: object, model_name: str | None) -> tuple[_Call, str | None]:
+    def _begin(
+        self, prompt: object, model_name: str | None, sink: list[_Call] | None = None
+    ) -> tuple[_Call, str | None]:
         context = _CONTEXT.get() or CallContext()
         if context.model is None and model_name is not None:
             context = replace(context, model=model_name)
         request_id = context.request_id or uuid.uuid4().hex
         call = _Call(context=context, request_id=request_id, started=time.perf_counter())
+        if sink is not None:
+            sink.append(call)
         try:
             call.prompt = _as_text(prompt, "prompt")
         except GuardInputError as exc:
@@ -422,9 +427,10 @@ class Guard:
         return call, None
 
     def _blocked(
-        self, call: _Call, verdict: Verdict, block_mode: OnBlock, *, released: str = ""
+        self, call: _Call, verdict: Verdict, block_mode: _Mode, *, released: str = ""
     ) -> str:
-        """Raise `Blocked` or return the refusal, after logging; the audit is already written."""
+        """Raise `Blocked` or return the refusal (``""`` in outcome mode, where the caller
+        reads the verdict instead), after logging; the audit is already written."""
         log.info(
             "guard_blocked",
             request_id=call.request_id,
@@ -433,6 +439,8 @@ class Guard:
         )
         if block_mode == "raise":
             raise Blocked(verdict, call.request_id, released=released)
+        if block_mode == "outcome":
+            return ""
         return self.policy.settings.refusal
 
     def _call(
@@ -441,10 +449,11 @@ class Guard:
         prompt: object,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        block_mode: OnBlock,
+        block_mode: _Mode,
         model_name: str | None,
+        sink: list[_Call] | None = None,
     ) -> Any:
-        call, input_error = self._begin(prompt, model_name)
+        call, input_error = self._begin(prompt, model_name, sink)
         with structlog.contextvars.bound_contextvars(request_id=call.request_id):
             if input_error is not None:
                 self._audit(call)
@@ -468,7 +477,7 @@ class Guard:
             self._audit(call)
             raise GuardInputError(call.error)
 
-    def _finish_text(self, call: _Call, raw: str | bytes, block_mode: OnBlock) -> str:
+    def _finish_text(self, call: _Call, raw: str | bytes, block_mode: _Mode) -> str:
         try:
             output = _as_text(raw, "generator output")
         except GuardInputError as exc:
@@ -482,7 +491,7 @@ class Guard:
             return self._blocked(call, call.output_verdict, block_mode)
         return call.output_verdict.text
 
-    def _stream(self, call: _Call, chunks: Iterator[Any], block_mode: OnBlock) -> Iterator[str]:
+    def _stream(self, call: _Call, chunks: Iterator[Any], block_mode: _Mode) -> Iterator[str]:
         call.streamed = True
         checker = self.stream_checker(Stage.OUTPUT)
         with structlog.contextvars.bound_contextvars(request_id=call.request_id):
@@ -514,7 +523,8 @@ class Guard:
             verdict = checker.verdict()
             if verdict.blocked:
                 marker = self._blocked(call, verdict, block_mode, released=checker.released_text)
-                yield marker
+                if marker:
+                    yield marker
 
     def _end_stream(self, call: _Call, checker: StreamChecker) -> None:
         call.output_raw = checker.raw_text
@@ -528,10 +538,11 @@ class Guard:
         prompt: object,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        block_mode: OnBlock,
+        block_mode: _Mode,
         model_name: str | None,
+        sink: list[_Call] | None = None,
     ) -> Any:
-        call, input_error = self._begin(prompt, model_name)
+        call, input_error = self._begin(prompt, model_name, sink)
         with structlog.contextvars.bound_contextvars(request_id=call.request_id):
             if input_error is not None:
                 await self._aaudit(call)
@@ -560,29 +571,59 @@ class Guard:
                 return self._blocked(call, call.output_verdict, block_mode)
             return call.output_verdict.text
 
+    async def _astart(
+        self, prompt: object, model_name: str | None, sink: list[_Call] | None = None
+    ) -> _Call:
+        """The input half of an async stream: check, and audit the call if it ends here."""
+        call, input_error = self._begin(prompt, model_name, sink)
+        if input_error is not None:
+            with structlog.contextvars.bound_contextvars(request_id=call.request_id):
+                await self._aaudit(call)
+            raise GuardInputError(input_error)
+        assert call.input_verdict is not None
+        if call.input_verdict.blocked:
+            with structlog.contextvars.bound_contextvars(request_id=call.request_id):
+                await self._aaudit(call)
+        return call
+
     async def _astream(
         self,
         fn: Callable[..., Any],
         prompt: object,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        block_mode: OnBlock,
+        block_mode: _Mode,
         model_name: str | None,
     ) -> AsyncIterator[str]:
-        call, input_error = self._begin(prompt, model_name)
+        call = await self._astart(prompt, model_name)
+        async for chunk in self._astream_body(call, fn, args, kwargs, block_mode):
+            yield chunk
+
+    async def _astream_body(
+        self,
+        call: _Call,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        block_mode: _Mode,
+    ) -> AsyncIterator[str]:
+        """The rest of an async stream, after `_astart` let the prompt through (or not)."""
+        verdict = call.input_verdict
+        assert verdict is not None
         with structlog.contextvars.bound_contextvars(request_id=call.request_id):
-            if input_error is not None:
-                await self._aaudit(call)
-                raise GuardInputError(input_error)
-            verdict = call.input_verdict
-            assert verdict is not None
             if verdict.blocked:
-                await self._aaudit(call)
-                yield self._blocked(call, verdict, block_mode)
+                marker = self._blocked(call, verdict, block_mode)
+                if marker:
+                    yield marker
                 return
             call.streamed = True
             checker = self.stream_checker(Stage.OUTPUT)
-            chunks = fn(verdict.text, *args, **kwargs)
+            try:
+                chunks = fn(verdict.text, *args, **kwargs)
+            except Exception as exc:
+                call.error = f"generator failed: {exc!r}"
+                await self._aaudit(call)
+                raise GeneratorError(f"generator failed: {exc}") from exc
             try:
                 async for chunk in chunks:
                     step = checker.feed(_as_text(chunk, "stream chunk"))
@@ -612,9 +653,57 @@ class Guard:
                 call.released_chars = checker.released_raw_chars
                 await self._aaudit(call)
             if checker.verdict().blocked:
-                yield self._blocked(
+                marker = self._blocked(
                     call, checker.verdict(), block_mode, released=checker.released_text
                 )
+                if marker:
+                    yield marker
+
+    # --- outcomes: the same paths, returning verdicts instead of raising --------------------
+
+    def call(
+        self, fn: Callable[..., Any], prompt: object, /, *args: Any, **kwargs: Any
+    ) -> CallOutcome:
+        """Run ``fn(prompt, ...)`` (returning a str) through the guard; never raises on a block.
+
+        The outcome carries the request id and both verdicts, for callers (such as the proxy)
+        that build their own response from them. Invalid input and generator failures still
+        raise (`GuardInputError`, `GeneratorError`), after being audited.
+        """
+        sink: list[_Call] = []
+        text = self._call(fn, prompt, args, kwargs, "outcome", self.model, sink)
+        if not isinstance(text, str):
+            raise GuardInputError("Guard.call needs a generator that returns a str; use stream()")
+        return _outcome(sink[0], text)
+
+    async def acall(
+        self, fn: Callable[..., Any], prompt: object, /, *args: Any, **kwargs: Any
+    ) -> CallOutcome:
+        """The async twin of `call`, for ``async def`` generators."""
+        sink: list[_Call] = []
+        text = await self._acall(fn, prompt, args, kwargs, "outcome", self.model, sink)
+        return _outcome(sink[0], text)
+
+    def stream(
+        self, fn: Callable[..., Any], prompt: object, /, *args: Any, **kwargs: Any
+    ) -> GuardedStream:
+        """Check ``prompt`` now and return a `GuardedStream` of the checked output chunks.
+
+        If the prompt is blocked, ``stream.outcome.blocked`` is already true and iterating
+        yields nothing (the generator is never called). A block mid-stream ends iteration;
+        the outcome then says where and why. Nothing raises on a block.
+        """
+        sink: list[_Call] = []
+        result = self._call(fn, prompt, args, kwargs, "outcome", self.model, sink)
+        chunks: Iterator[str] = iter(()) if isinstance(result, str) else result
+        return GuardedStream(sink[0], chunks)
+
+    async def astream(
+        self, fn: Callable[..., Any], prompt: object, /, *args: Any, **kwargs: Any
+    ) -> AsyncGuardedStream:
+        """The async twin of `stream`: await it to check the prompt, then ``async for``."""
+        call = await self._astart(prompt, self.model)
+        return AsyncGuardedStream(call, self._astream_body(call, fn, args, kwargs, "outcome"))
 
     # --- auditing -------------------------------------------------------------------------------
 
@@ -757,3 +846,99 @@ class Guard:
     def pending_audit_events(self) -> int:
         """Events not yet committed because the store failed under ``on_error: allow``."""
         return len(self._unwritten)
+
+
+@dataclass(frozen=True, slots=True)
+class CallOutcome:
+    """What happened to one guarded call: both verdicts and what the caller may be given.
+
+    ``text`` is the checked output ("" when blocked). For a stream it is what was released.
+    """
+
+    request_id: str
+    input: Verdict
+    output: Verdict | None
+    text: str
+
+    @property
+    def blocked(self) -> bool:
+        """True when either stage blocked."""
+        return self.input.blocked or (self.output is not None and self.output.blocked)
+
+    @property
+    def verdict(self) -> Verdict:
+        """The deciding verdict: the blocking one, else the output's, else the input's."""
+        if self.input.blocked or self.output is None:
+            return self.input
+        return self.output
+
+    @property
+    def action(self) -> Action:
+        """The strongest action over both stages."""
+        actions = [self.input.action] + ([self.output.action] if self.output else [])
+        return max(actions, key=lambda a: a.rank)
+
+
+def _outcome(call: _Call, text: str) -> CallOutcome:
+    assert call.input_verdict is not None
+    return CallOutcome(call.request_id, call.input_verdict, call.output_verdict, text)
+
+
+class GuardedStream:
+    """The checked chunks of one stream (from `Guard.stream`); ``outcome`` grows as it goes."""
+
+    def __init__(self, call: _Call, chunks: Iterator[str]) -> None:
+        self._call = call
+        self._chunks = chunks
+        self._released: list[str] = []
+
+    @property
+    def request_id(self) -> str:
+        """The call's request id (also its audit event's)."""
+        return self._call.request_id
+
+    @property
+    def outcome(self) -> CallOutcome:
+        """Verdicts so far: the input's at once, the output's when the stream has ended."""
+        return _outcome(self._call, "".join(self._released))
+
+    def __iter__(self) -> Iterator[str]:
+        for chunk in self._chunks:
+            self._released.append(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        """Stop early (e.g. the client went away); the audit event says so."""
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+
+class AsyncGuardedStream:
+    """The async twin of `GuardedStream` (from ``await guard.astream(...)``)."""
+
+    def __init__(self, call: _Call, chunks: AsyncIterator[str]) -> None:
+        self._call = call
+        self._chunks = chunks
+        self._released: list[str] = []
+
+    @property
+    def request_id(self) -> str:
+        """The call's request id (also its audit event's)."""
+        return self._call.request_id
+
+    @property
+    def outcome(self) -> CallOutcome:
+        """Verdicts so far: the input's at once, the output's when the stream has ended."""
+        return _outcome(self._call, "".join(self._released))
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        async for chunk in self._chunks:
+            self._released.append(chunk)
+            yield chunk
+
+    async def aclose(self) -> None:
+        """Stop early (e.g. the client went away); the audit event says so."""
+        aclose = getattr(self._chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()

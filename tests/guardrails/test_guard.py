@@ -331,3 +331,45 @@ def test_guard_on_real_postgresql(pg_url):
     report = verify_chain(pg_url)
     assert report.ok
     assert report.events_checked == 160
+
+
+def test_call_returns_outcome_instead_of_raising(guard, audit_url):
+    """Guard.call returns both verdicts and the request id; a block is a verdict, not an error."""
+    fake = FakeGenerator([LEAKY])
+    ok = guard.call(fake, "hello")
+    assert not ok.blocked
+    assert ok.text == "Contact me at [EMAIL] any time."
+    assert ok.action.value == "redact"
+    assert ok.output is not None
+    blocked = guard.call(fake, INJECTION)
+    assert blocked.blocked
+    assert blocked.output is None
+    assert blocked.verdict.rule_ids == ("injection.ignore_instructions",)
+    assert [e.request_id for e in _events(audit_url)] == [ok.request_id, blocked.request_id]
+
+
+def test_stream_outcome_reports_input_block_before_iteration(guard):
+    """Guard.stream decides on the prompt at once; a blocked stream yields nothing."""
+    fake = FakeGenerator(["never"])
+    stream = guard.stream(fake.stream, INJECTION)
+    assert stream.outcome.blocked
+    assert list(stream) == []
+    assert fake.prompts == []
+
+
+def test_async_stream_outcome_after_mid_stream_block(guard):
+    """Guard.astream: the prompt passes, the output blocks mid-stream, the outcome says so."""
+    text = "fine so far " * 5 + "-----BEGIN PRIVATE KEY----- abc"
+    fake = FakeGenerator([text], chunk_size=6)
+
+    async def main():
+        stream = await guard.astream(fake.astream, "hi")
+        assert not stream.outcome.blocked
+        chunks = [c async for c in stream]
+        return stream, "".join(chunks)
+
+    stream, released = asyncio.run(main())
+    assert stream.outcome.blocked
+    assert stream.outcome.verdict.rule_ids == ("secret.private_key",)
+    assert "BEGIN" not in released
+    assert stream.outcome.text == released
