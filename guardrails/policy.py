@@ -290,8 +290,11 @@ class Policy:
         cls, text: str, *, path: str = "<string>", base_dir: Path | None = None
     ) -> Policy:
         """Load a policy from YAML text; ``path`` is what error messages call it and
-        ``base_dir`` (default: the working directory) is where relative ``extends`` resolve."""
-        return _load(text, path, base_dir=base_dir or Path.cwd(), seen=())
+        ``base_dir`` (default: the working directory) is where relative ``extends`` resolve.
+        When ``path`` is an existing file (an edit about to replace it), a base that leads
+        back to it is an ``extends`` cycle."""
+        seen = (str(Path(path).resolve()),) if Path(path).is_file() else ()
+        return _load(text, path, base_dir=base_dir or Path.cwd(), seen=seen)
 
 
 # --- loading ---------------------------------------------------------------------------------
