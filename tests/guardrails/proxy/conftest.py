@@ -109,6 +109,12 @@ def start_proxy(config: ProxyConfig, policy_path: Path) -> ProxyServer:
 
 
 @pytest.fixture(scope="session")
+def policy_text() -> str:
+    """The YAML of the test policy the proxy starts with."""
+    return POLICY
+
+
+@pytest.fixture(scope="session")
 def upstream() -> Iterator[FakeUpstream]:
     """The fake OpenAI upstream, shared by the session (it checks the upstream key)."""
     fake = FakeUpstream(api_key="upstream-secret").start()

@@ -114,7 +114,9 @@ def test_streaming_mid_stream_block(client):
     """A block mid-stream ends with a content_filter chunk; the phrase is never released."""
     stream = client.chat.completions.create(
         model="fake-model",
-        messages=[{"role": "user", "content": "say: some harmless words, then the launch code is 1234"}],
+        messages=[
+            {"role": "user", "content": "say: some harmless words, then the launch code is 1234"}
+        ],
         stream=True,
     )
     chunks = list(stream)
@@ -135,7 +137,8 @@ def test_streaming_redaction_and_usage(client):
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "contact [EMAIL] today"
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 3
 
 
 def test_streaming_completions_blocked_input(client):
@@ -163,9 +166,7 @@ def test_models(client):
 def test_unknown_model_is_404(client):
     """An unknown model is a NotFoundError, not a 500."""
     with pytest.raises(openai.NotFoundError) as caught:
-        client.chat.completions.create(
-            model="nope", messages=[{"role": "user", "content": "hi"}]
-        )
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
     assert caught.value.code == "model_not_found"
 
 
