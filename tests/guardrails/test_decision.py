@@ -5,8 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from guardrails import Guard
 from guardrails.decision import Action, Finding, Severity, Span, apply_redactions, merge_action
+
+_GUARD = Guard.from_policy()
 
 
 def _finding(action, start=0, end=1, *, shadow=False, replacement="[X]"):
@@ -54,3 +59,41 @@ def test_span_rejects_inverted_ranges():
     """A span whose end precedes its start is an error."""
     with pytest.raises(ValueError, match="invalid span"):
         Span(5, 2)
+
+
+_PIECES = st.sampled_from(
+    [
+        "hello ",
+        "bob@example.com",
+        " ",
+        "+44 20 7946 0958",
+        "ｆｕｌｌ",
+        "\u200b",
+        "漢字",
+        "x@y.io",
+        ", ",
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_PIECES, max_size=15))
+def test_redaction_keeps_everything_outside_findings(pieces):
+    """Redaction replaces exactly the finding spans: what lies between them survives intact."""
+    text = "".join(pieces)
+    verdict = _GUARD.check(text, "output")
+    spans = sorted((f.span.start, f.span.end) for f in verdict.findings if f.span)
+    kept = []
+    pos = 0
+    for start, end in spans:
+        if start >= pos:
+            kept.append(text[pos:start])
+        pos = max(pos, end)
+    kept.append(text[pos:])
+    rest = verdict.text
+    for piece in kept:  # every kept piece appears, in order, in the redacted text
+        index = rest.find(piece)
+        assert index >= 0, (piece, verdict.text)
+        rest = rest[index + len(piece) :]
+    # Redaction is complete: the redacted text has nothing left to redact.
+    assert _GUARD.check(verdict.text, "output").findings == ()
