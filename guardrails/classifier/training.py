@@ -49,9 +49,11 @@ class FastConfig:
     batch_size: int = 64
     lr: float = 1e-2
     dropout: float = 0.3
-    window_chars: int = 2048
-    stride_chars: int = 1536
-    max_train_windows: int = 3
+    # Short windows keep a short payload from being averaged away by the benign text around
+    # it (the bag's mean); a 500-character text is still one window.
+    window_chars: int = 512
+    stride_chars: int = 384
+    max_train_windows: int = 4
 
 
 @dataclass(frozen=True, slots=True)

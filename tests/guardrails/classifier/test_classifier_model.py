@@ -15,8 +15,8 @@ from guardrails.classifier.training import evaluate
 
 # Measured on the committed test split when the shipped weights were trained (see the model
 # card); the floors sit a margin below so a retrain that regresses is caught.
-F1_FLOORS = {"prompt_injection": 0.85, "illicit": 0.50}
-MACRO_F1_FLOOR = 0.45
+F1_FLOORS = {"prompt_injection": 0.80, "illicit": 0.60}
+MACRO_F1_FLOOR = 0.55
 
 HARD_NEGATIVES = [
     "How do I kill the process that is stuck on port 8080?",
@@ -169,3 +169,16 @@ def test_int8_scores_stay_close_to_fp32(test_split):
     a, b = fp32.score(texts), int8.score(texts)
     worst = max(abs(x[c] - y[c]) for x, y in zip(a, b, strict=True) for c in CATEGORIES)
     assert worst < 0.1
+
+
+@pytest.mark.slow
+def test_minilm_option_loads_offline_and_scores():
+    """The stronger option loads from the encoder package offline and flags a jailbreak."""
+    pytest.importorskip("transformers")
+    if not (SHIPPED["minilm"] / "config.json").exists():
+        pytest.skip("minilm head weights not shipped")
+    clf = load_classifier("minilm", num_threads=1)
+    benign, jailbreak = clf.score(["How do I bake sourdough bread?", JAILBREAK])
+    assert "prompt_injection" in clf.over_threshold(jailbreak)
+    assert clf.over_threshold(benign) == []
+    assert len(clf.digest) == 64
