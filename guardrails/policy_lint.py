@@ -15,7 +15,7 @@ regex-timeout         error    a pattern that times out on one of the inline tes
 duplicate-matcher     warning  two rules with the same pattern or the same keyword set
 untested              warning  an enabled rule that no inline test makes fire
 shadowed              warning  wherever the rule fires in the tests, another rule fires over
-                               the same span with an action at least as strong
+                               an overlapping span with an action at least as strong
 benign-keyword        warning  a keyword that is itself a common word, or that fires on one
                                of the everyday sentences in `BENIGN_SAMPLES`
 ====================  =======  ==============================================================
@@ -258,8 +258,8 @@ class _Linter:
                         for other in findings
                         if other.rule_id != rule.id
                         and other.span is not None
-                        and other.span.start <= finding.span.start
-                        and other.span.end >= finding.span.end
+                        and other.span.start < finding.span.end
+                        and finding.span.start < other.span.end
                         and other.action.rank >= finding.action.rank
                         and set(by_id[other.rule_id].applies_to) >= set(rule.applies_to)
                     }
@@ -269,8 +269,8 @@ class _Linter:
                     "shadowed",
                     LintLevel.WARNING,
                     rule.id,
-                    f"wherever it fires in the tests, {', '.join(sorted(cover))} fires over the"
-                    " same span with an action at least as strong; add a test where it fires"
+                    f"wherever it fires in the tests, {', '.join(sorted(cover))} fires over an"
+                    " overlapping span with an action at least as strong; add a test where it fires"
                     " alone, or merge the rules",
                 )
 

@@ -1,0 +1,75 @@
+"""The shipped packs: they load, their inline tests pass, they are tested both ways, and the
+committed JSON Schema is the one the model exports."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from guardrails.decision import Action
+from guardrails.policy import load_policy, policy_json_schema, shipped_policy_dir
+from guardrails.policy_lint import LintLevel, lint_policy
+from guardrails.testing import run_policy_tests
+
+PACKS = ["pii", "secrets", "prompt-injection", "medical", "finance", "legal"]
+SCHEMA_LINE = "# yaml-language-server: $schema=./policy.schema.json"
+
+
+@pytest.mark.parametrize("pack", PACKS)
+def test_pack_inline_tests_pass(pack):
+    """Every inline test of the pack passes."""
+    results = run_policy_tests(load_policy(pack))
+    failures = [f"{r.label}: {r.explain()}" for r in results if not r.passed]
+    assert failures == []
+
+
+@pytest.mark.parametrize("pack", PACKS)
+def test_pack_has_ten_positive_and_ten_negative_tests(pack):
+    """At least 10 tests expect a rule to act and at least 10 expect the text to pass."""
+    tests = load_policy(pack).model.tests
+    positive = [t for t in tests if t.expect is not Action.ALLOW]
+    negative = [t for t in tests if t.expect is Action.ALLOW]
+    assert len(positive) >= 10
+    assert len(negative) >= 10
+
+
+@pytest.mark.parametrize("pack", PACKS)
+def test_pack_rules_each_have_a_positive_test(pack):
+    """Each rule the pack declares is named by at least one of its inline tests."""
+    policy = load_policy(pack)
+    own = {r.id for r in policy.rules} if pack in PACKS[:3] else {
+        r.id for r in policy.rules if r.id.startswith(pack + ".")
+    }
+    named = {rule_id for t in policy.model.tests for rule_id in t.rules or ()}
+    assert own - named == set()
+
+
+@pytest.mark.parametrize("pack", ["default", *PACKS])
+def test_pack_lints_without_errors_or_warnings(pack):
+    """The linter finds nothing in the shipped packs."""
+    assert [str(f) for f in lint_policy(pack)] == []
+    assert LintLevel.ERROR.value == "error"
+
+
+@pytest.mark.parametrize("pack", ["default", *PACKS])
+def test_pack_starts_with_schema_comment(pack):
+    """Every shipped pack's first line points editors at the committed schema."""
+    first = (shipped_policy_dir() / f"{pack}.yaml").read_text(encoding="utf-8").splitlines()[0]
+    assert first == SCHEMA_LINE
+
+
+def test_committed_schema_matches_model():
+    """policies/policy.schema.json equals policy_json_schema() (regenerate with
+    ``guardrails policy schema -o policies/policy.schema.json``)."""
+    committed = json.loads((shipped_policy_dir() / "policy.schema.json").read_text("utf-8"))
+    assert committed == policy_json_schema()
+
+
+def test_building_blocks_compose_to_default_rule_ids():
+    """extends: [pii, secrets, prompt-injection] yields default's rule ids, in default's order."""
+    blocks = shipped_policy_dir()
+    composed = [
+        r.id for name in ("pii", "secrets", "prompt-injection") for r in load_policy(blocks / f"{name}.yaml").rules
+    ]
+    assert composed == [r.id for r in load_policy("default").rules]
