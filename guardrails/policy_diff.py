@@ -169,7 +169,9 @@ def policy_from_source(source: str, *, label: str) -> Policy:
         if materialize(0) != len(documents):
             raise problem
         loaded = load_policy(root / "doc0.yaml")
-    return Policy(model=loaded.model, source=source, path=label, digest=loaded.digest)
+    # The temporary files renamed the bases; the model keeps the names the policy gave them.
+    model = loaded.model.model_copy(update={"extends": tuple(_extends_of(documents[0]))})
+    return Policy(model=model, source=source, path=label, digest=loaded.digest)
 
 
 def looks_like_digest(reference: str) -> bool:
