@@ -6,6 +6,16 @@ migrations in ``migrations/``; `upgrade` applies them programmatically.
 
 from __future__ import annotations
 
+from audit.checkpoint import (
+    Checkpoint,
+    check_proof_document,
+    consistency_between,
+    create_checkpoints,
+    generate_signing_key,
+    inclusion_proof_for,
+    load_public_key,
+    load_signing_key,
+)
 from audit.engine import default_audit_url
 from audit.event import AuditEvent, new_event_id
 from audit.exceptions import (
@@ -17,6 +27,8 @@ from audit.exceptions import (
     AuditStoreError,
 )
 from audit.migrate import current_revision, downgrade, upgrade
+from audit.query import Counts, EventFilter
+from audit.retention import PurgeResult, parse_age, purge_bodies
 from audit.store import AuditStore, StoredEvent
 from audit.verify import ChainProblem, VerifyReport, verify_chain
 from audit.writer import AuditWriter, Receipt
@@ -32,13 +44,26 @@ __all__ = [
     "AuditStoreError",
     "AuditWriter",
     "ChainProblem",
+    "Checkpoint",
+    "Counts",
+    "EventFilter",
+    "PurgeResult",
     "Receipt",
     "StoredEvent",
     "VerifyReport",
+    "check_proof_document",
+    "consistency_between",
+    "create_checkpoints",
     "current_revision",
     "default_audit_url",
     "downgrade",
+    "generate_signing_key",
+    "inclusion_proof_for",
+    "load_public_key",
+    "load_signing_key",
     "new_event_id",
+    "parse_age",
+    "purge_bodies",
     "upgrade",
     "verify_chain",
 ]

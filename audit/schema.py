@@ -1,9 +1,11 @@
 """The audit schema as SQLAlchemy 2 models; Alembic migrations in ``migrations/`` own the DDL.
 
-Three tables: ``audit_events`` (one row per guarded call, chained per writer),
-``audit_policies`` (policy text stored once per digest) and ``audit_chains`` (one row per
-writer chain, whose head moves in the same transaction as the rows it covers, so deleting
-the last rows of a chain is detectable).
+``audit_events`` (one row per guarded call, chained per writer), ``audit_policies`` (policy
+text stored once per digest), ``audit_chains`` (one row per writer chain, whose head moves in
+the same transaction as the rows it covers, so deleting the last rows of a chain is
+detectable), ``audit_checkpoints`` (signed Merkle tree heads, see `audit.checkpoint`) and
+``audit_purges`` (each retention purge: when, the cutoff, and per chain the highest seq whose
+body it removed, so verify knows which rows may lack a body).
 """
 
 from __future__ import annotations
@@ -32,13 +34,17 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 
 __all__ = [
     "CHAINS",
+    "CHECKPOINTS",
     "EVENTS",
     "GENESIS_HASH",
     "NAMING_CONVENTION",
     "POLICIES",
+    "PURGES",
     "AuditChainRow",
+    "AuditCheckpointRow",
     "AuditEventRow",
     "AuditPolicyRow",
+    "AuditPurgeRow",
     "Base",
     "JSONDocument",
     "UTCDateTime",
@@ -131,7 +137,12 @@ class AuditEventRow(Base):
     __tablename__ = "audit_events"
     __table_args__ = (
         UniqueConstraint("chain_id", "seq"),
+        # The query CLI filters by time plus one of these, newest first.
         Index(None, "tenant", "created_at"),
+        Index(None, "user", "created_at"),
+        Index(None, "model", "created_at"),
+        Index(None, "action", "created_at"),
+        Index(None, "policy_digest", "created_at"),
     )
 
     event_id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -149,7 +160,7 @@ class AuditEventRow(Base):
     text_storage: Mapped[str] = mapped_column(String(16))
     input_action: Mapped[str | None] = mapped_column(String(32))
     output_action: Mapped[str | None] = mapped_column(String(32))
-    action: Mapped[str] = mapped_column(String(32), index=True)
+    action: Mapped[str] = mapped_column(String(32))
     findings: Mapped[Any] = mapped_column(JSONDocument)
     flagged: Mapped[bool] = mapped_column(Boolean)
     latency_ms: Mapped[float | None] = mapped_column(Double)
@@ -159,13 +170,45 @@ class AuditEventRow(Base):
     released_chars: Mapped[int | None] = mapped_column(Integer)
     policy_name: Mapped[str] = mapped_column(String(255))
     policy_version: Mapped[str] = mapped_column(String(64))
-    policy_digest: Mapped[str] = mapped_column(
-        String(128), ForeignKey("audit_policies.digest"), index=True
-    )
+    policy_digest: Mapped[str] = mapped_column(String(128), ForeignKey("audit_policies.digest"))
     meta: Mapped[Any] = mapped_column("metadata", JSONDocument)
+    # Set by a retention purge, which empties the body (prompt, output, findings, metadata,
+    # error); the hash and chain links stay, so the chain and its Merkle tree still verify.
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuditCheckpointRow(Base):
+    """One signed tree head of one chain (see `audit.checkpoint`)."""
+
+    __tablename__ = "audit_checkpoints"
+    __table_args__ = (Index(None, "chain_id", "tree_size"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    chain_id: Mapped[str] = mapped_column(String(32))
+    tree_size: Mapped[int] = mapped_column(Integer)
+    root_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    key_id: Mapped[str] = mapped_column(String(16))
+    public_key: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(128))
+
+
+class AuditPurgeRow(Base):
+    """One retention purge, recorded in the transaction that performed it."""
+
+    __tablename__ = "audit_purges"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    purged_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    cutoff: Mapped[datetime] = mapped_column(UTCDateTime())
+    events_purged: Mapped[int] = mapped_column(Integer)
+    # {chain_id: highest purged seq}
+    chains: Mapped[Any] = mapped_column(JSONDocument)
 
 
 # Core handles for executemany and queries (``__table__`` is typed as a bare FromClause).
 EVENTS = cast(Table, AuditEventRow.__table__)
 POLICIES = cast(Table, AuditPolicyRow.__table__)
 CHAINS = cast(Table, AuditChainRow.__table__)
+CHECKPOINTS = cast(Table, AuditCheckpointRow.__table__)
+PURGES = cast(Table, AuditPurgeRow.__table__)

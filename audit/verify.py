@@ -3,24 +3,31 @@
 Detects an edited row (its hash no longer matches its content), a deleted row (a seq gap,
 or a chain shorter than its recorded head), an inserted row (beyond the head, or in a chain
 no writer registered), reordered rows (a ``prev_hash`` that does not link) and a wrong HMAC
-key (every hash mismatches). Without an HMAC key, someone who can rewrite the database can
-also recompute every hash: use a key where that matters.
+key (every hash mismatches). Signed checkpoints are checked too: each one's signature (with
+the trusted public keys when given) and its root against the Merkle tree recomputed from the
+chain's rows, so a chain rewritten after a checkpoint fails even where the attacker could
+recompute every hash. Rows whose body a retention purge removed are checked by their links
+only, and only where a recorded purge covers them. Without an HMAC key, someone who can
+rewrite the database can also recompute every hash: use a key where that matters.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit.chain import CONTENT_FIELDS, chain_hash, content_json_from_mapping
+from audit.checkpoint import Checkpoint
 from audit.engine import create_audit_engine, safe_url
 from audit.exceptions import AuditConfigError, AuditEventError, AuditStoreError
-from audit.schema import CHAINS, EVENTS, GENESIS_HASH
+from audit.merkle import MerkleAccumulator
+from audit.schema import CHAINS, CHECKPOINTS, EVENTS, GENESIS_HASH, PURGES
 from audit.store import AuditStore
 
 __all__ = ["ChainProblem", "VerifyReport", "verify_chain"]
@@ -47,6 +54,7 @@ class VerifyReport:
     events_checked: int
     chains_checked: int
     problems: tuple[ChainProblem, ...]
+    checkpoints_checked: int = 0
 
     @property
     def first_problem(self) -> ChainProblem | None:
@@ -54,15 +62,63 @@ class VerifyReport:
         return self.problems[0] if self.problems else None
 
 
+@dataclass(slots=True)
+class _ChainContext:
+    """What verify knows about one chain besides its rows."""
+
+    checkpoints: list[Any]
+    purged_upto: int
+    trusted: tuple[Ed25519PublicKey, ...]
+
+
+def _check_checkpoints(
+    chain_id: str, context: _ChainContext, roots: dict[int, bytes], length: int
+) -> ChainProblem | None:
+    for row in context.checkpoints:
+        checkpoint = Checkpoint(
+            row.chain_id,
+            row.tree_size,
+            row.root_hash,
+            row.created_at,
+            row.key_id,
+            row.public_key,
+            row.signature,
+        )
+        where = f"checkpoint at tree size {row.tree_size}"
+        if not checkpoint.signature_ok(context.trusted):
+            trust = " with the trusted key(s)" if context.trusted else ""
+            return ChainProblem(chain_id, row.tree_size, None, f"{where}: bad signature{trust}")
+        if row.tree_size > length:
+            return ChainProblem(
+                chain_id,
+                row.tree_size,
+                None,
+                f"{where}: chain has only {length} rows (rows deleted)",
+            )
+        if roots.get(row.tree_size, b"").hex() != row.root_hash:
+            return ChainProblem(
+                chain_id,
+                row.tree_size,
+                None,
+                f"{where}: Merkle root does not match the rows (chain rewritten)",
+            )
+    return None
+
+
 def _walk(
     chain_id: str,
     head: Any | None,
     rows: Iterator[Any],
     hmac_key: bytes | None,
+    context: _ChainContext | None = None,
 ) -> tuple[int, ChainProblem | None]:
     """Check one chain; return (rows seen, its first problem or None)."""
     checked = 0
     problem: ChainProblem | None = None
+    context = context or _ChainContext([], 0, ())
+    sizes = {row.tree_size for row in context.checkpoints}
+    tree = MerkleAccumulator()
+    roots: dict[int, bytes] = {}
 
     def found(seq: int, event_id: str | None, reason: str) -> None:
         nonlocal problem
@@ -79,6 +135,10 @@ def _walk(
     expected_seq, prev_hash, last_event = 1, GENESIS_HASH, None
     for row in rows:
         checked += 1
+        if sizes:
+            tree.append(bytes.fromhex(row.hash))
+            if tree.size in sizes:
+                roots[tree.size] = tree.root()
         if problem is not None:
             continue
         if row.seq > head.head_seq:
@@ -92,6 +152,9 @@ def _walk(
                 found(row.seq, row.event_id, "unexpected row (inserted)")
         elif row.prev_hash != prev_hash:
             found(row.seq, row.event_id, "prev_hash does not link (rows reordered)")
+        elif row.purged_at is not None:
+            if row.seq > context.purged_upto:
+                found(row.seq, row.event_id, "row marked purged but no recorded purge covers it")
         else:
             try:
                 content = content_json_from_mapping(
@@ -116,16 +179,31 @@ def _walk(
             )
         elif prev_hash != head.head_hash:
             found(head.head_seq, last_event, "chain head mismatch (last row replaced)")
+    if problem is None and context.checkpoints:
+        problem = _check_checkpoints(chain_id, context, roots, checked)
     return checked, problem
 
 
-def _verify(conn: Connection, hmac_key: bytes | None) -> VerifyReport:
+def _verify(
+    conn: Connection, hmac_key: bytes | None, trusted: tuple[Ed25519PublicKey, ...]
+) -> VerifyReport:
     if not inspect(conn).has_table(EVENTS.name):
         raise AuditConfigError(
             f"{safe_url(conn.engine.url)} holds no audit log (no {EVENTS.name} table); "
             "run `guardrails db upgrade` first"
         )
     heads = {row.chain_id: row for row in conn.execute(select(CHAINS))}
+    contexts: dict[str, _ChainContext] = {}
+
+    def context(chain_id: str) -> _ChainContext:
+        return contexts.setdefault(chain_id, _ChainContext([], 0, trusted))
+
+    for row in conn.execute(select(CHECKPOINTS).order_by(CHECKPOINTS.c.tree_size)):
+        context(row.chain_id).checkpoints.append(row)
+    for chains in conn.execute(select(PURGES.c.chains)).scalars():
+        for chain_id, upto in dict(chains).items():
+            ctx = context(chain_id)
+            ctx.purged_upto = max(ctx.purged_upto, int(upto))
     events = conn.execution_options(yield_per=2000).execute(
         select(EVENTS).order_by(EVENTS.c.chain_id, EVENTS.c.seq)
     )
@@ -134,12 +212,14 @@ def _verify(conn: Connection, hmac_key: bytes | None) -> VerifyReport:
     seen: set[str] = set()
     for chain_id, rows in itertools.groupby(events, key=lambda r: r.chain_id):
         seen.add(chain_id)
-        checked, problem = _walk(chain_id, heads.get(chain_id), iter(rows), hmac_key)
+        checked, problem = _walk(
+            chain_id, heads.get(chain_id), iter(rows), hmac_key, context(chain_id)
+        )
         events_checked += checked
         if problem is not None:
             problems[chain_id] = problem
     for chain_id in heads.keys() - seen:  # registered chains whose every row is gone
-        _, problem = _walk(chain_id, heads[chain_id], iter(()), hmac_key)
+        _, problem = _walk(chain_id, heads[chain_id], iter(()), hmac_key, context(chain_id))
         if problem is not None:
             problems[chain_id] = problem
     ordered = tuple(problems[c] for c in sorted(problems))
@@ -148,10 +228,16 @@ def _verify(conn: Connection, hmac_key: bytes | None) -> VerifyReport:
         events_checked=events_checked,
         chains_checked=len(seen | heads.keys()),
         problems=ordered,
+        checkpoints_checked=sum(len(c.checkpoints) for c in contexts.values()),
     )
 
 
-def verify_chain(url_or_store: str | AuditStore, *, hmac_key: bytes | None = None) -> VerifyReport:
+def verify_chain(
+    url_or_store: str | AuditStore,
+    *,
+    hmac_key: bytes | None = None,
+    public_keys: Sequence[Ed25519PublicKey] = (),
+) -> VerifyReport:
     """Verify every chain in the audit store; a broken chain is a report, not an exception.
 
     Args:
@@ -159,6 +245,9 @@ def verify_chain(url_or_store: str | AuditStore, *, hmac_key: bytes | None = Non
         hmac_key: the key the chains were written with; defaults to the store's own key
             when a store is passed. Given a key, every chain is checked with it, whatever
             ``audit_chains.hash_algorithm`` says (that column is not trusted).
+        public_keys: the checkpoint signers to trust; a checkpoint signed by any other key
+            is a problem. Empty: each signature is checked against the key stored with it,
+            which catches damage but not a forger who re-signs with a key of their own.
 
     Raises:
         AuditConfigError: bad URL, no such SQLite file, or no audit schema there.
@@ -172,7 +261,7 @@ def verify_chain(url_or_store: str | AuditStore, *, hmac_key: bytes | None = Non
         engine, owned = create_audit_engine(url_or_store, must_exist=True), True
     try:
         with engine.connect() as conn:
-            return _verify(conn, hmac_key)
+            return _verify(conn, hmac_key, tuple(public_keys))
     except SQLAlchemyError as exc:
         raise AuditStoreError(
             f"verifying the audit log at {safe_url(engine.url)} failed: {exc}"

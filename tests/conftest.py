@@ -59,7 +59,11 @@ def pg_url(pg_database_url: str) -> str:
     engine = create_engine(pg_database_url)
     try:
         with engine.begin() as conn:
-            conn.execute(text("TRUNCATE audit_events, audit_chains, audit_policies"))
+            conn.execute(
+                text(
+                    "TRUNCATE audit_events, audit_chains, audit_policies, audit_checkpoints, audit_purges"
+                )
+            )
     finally:
         engine.dispose()
     return pg_database_url

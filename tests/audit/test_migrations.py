@@ -13,7 +13,7 @@ from audit.exceptions import AuditConfigError
 from audit.migrate import migrations_dir
 from audit.schema import metadata
 
-TABLES = {"audit_chains", "audit_events", "audit_policies"}
+TABLES = {"audit_chains", "audit_checkpoints", "audit_events", "audit_policies", "audit_purges"}
 
 
 def _tables(url: str) -> set[str]:
@@ -36,13 +36,13 @@ def _autogenerate_diff(url: str) -> list[object]:
 
 def _round_trip(url: str) -> None:
     upgrade(url)
-    assert current_revision(url) == "0001"
+    assert current_revision(url) == "0002"
     assert _tables(url) == TABLES
     downgrade(url, "base")
     assert current_revision(url) is None
     assert _tables(url) == set()
     upgrade(url, "head")
-    assert current_revision(url) == "0001"
+    assert current_revision(url) == "0002"
     assert _autogenerate_diff(url) == []
 
 
@@ -66,7 +66,7 @@ def test_auto_upgrade_creates_the_schema(tmp_path):
     """AuditStore(auto_upgrade=True) migrates a new file to head."""
     url = f"sqlite:///{tmp_path / 'auto.db'}"
     AuditStore(url, auto_upgrade=True).close()
-    assert current_revision(url) == "0001"
+    assert current_revision(url) == "0002"
 
 
 def test_unknown_revision_is_a_config_error(tmp_path):
