@@ -124,10 +124,7 @@ class _Parser:
             if match is None or not (match.group(1) or match.group(3)):
                 return None
             low = int(match.group(1) or 0)
-            if match.group(2):
-                high = int(match.group(3)) if match.group(3) else None
-            else:
-                high = low
+            high = (int(match.group(3)) if match.group(3) else None) if match.group(2) else low
             at += match.end()
         possessive = False
         if at < len(text) and text[at] in "?+":
@@ -149,9 +146,8 @@ class _Parser:
             if nxt in _ZERO_WIDTH:
                 self.position += 2
                 return "assert"
-            if nxt in "pPN" and text[self.position + 2 : self.position + 3] == "{":
-                end = text.index("}", self.position) + 1
-            elif nxt == "x" and text[self.position + 2 : self.position + 3] == "{":
+            braced = text[self.position + 2 : self.position + 3] == "{"
+            if braced and nxt in "pPNx":
                 end = text.index("}", self.position) + 1
             elif nxt == "x":
                 end = self.position + 4
@@ -224,7 +220,8 @@ class _Parser:
             elif text.startswith("?>", at):
                 atomic, at = True, at + 2
             elif text.startswith(("?P<", "?<", "?'"), at):
-                at = regex.search(r"[>']", text, pos=at + 2).end()  # type: ignore[union-attr]
+                close = "'" if text.startswith("?'", at) else ">"
+                at = text.index(close, at + 2) + 1
             elif text.startswith("?P=", at) or text.startswith("?(", at):
                 at = text.index(")", at) + 1 if text.startswith("?P=", at) else at + 1
             else:
@@ -325,7 +322,8 @@ def _nested(node: _Group, risks: list[BacktrackingRisk]) -> None:
             separated = any(
                 other.low > 0 and other.node is not None and not (_chars(other.node) & inner)
                 for position, other in enumerate(branch)
-                if position != index and not (isinstance(other.node, _Group) and other.node.lookaround)
+                if position != index
+                and not (isinstance(other.node, _Group) and other.node.lookaround)
             )
             if not separated:
                 risks.append(

@@ -198,13 +198,21 @@ def load_policy_version(reference: str, *, store: AuditStore | None = None) -> P
             [PolicyProblem(reference, None, None, None, "a digest needs an audit store (--audit)")]
         )
     digest = reference.strip().lower()
-    candidates = [digest, digest.removeprefix("sha256:"), "sha256:" + digest.removeprefix("sha256:")]
+    candidates = [
+        digest,
+        digest.removeprefix("sha256:"),
+        "sha256:" + digest.removeprefix("sha256:"),
+    ]
     for candidate in dict.fromkeys(candidates):
         text = store.get_policy_text(candidate)
         if text is not None:
             return policy_from_source(text, label=f"{store!r}#{candidate[:19]}")
     raise PolicyError(
-        [PolicyProblem(reference, None, None, None, "no policy with this digest in the audit store")]
+        [
+            PolicyProblem(
+                reference, None, None, None, "no policy with this digest in the audit store"
+            )
+        ]
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import io
+import itertools
 import os
 import re
 import tempfile
@@ -71,12 +72,10 @@ def _detect_indent(text: str) -> tuple[int, int, int]:
     an edit does not re-indent every line (defaults: 2, 4, 2, the shipped packs' style)."""
     mapping, sequence, offset = 2, 4, 2
     lines = [
-        line
-        for line in text.splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
+        line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
     ]
     found_map = found_seq = False
-    for line, following in zip(lines, lines[1:], strict=False):
+    for line, following in itertools.pairwise(lines):
         stripped = line.rstrip()
         if not stripped.endswith(":") or stripped.lstrip().startswith("-"):
             continue
@@ -196,7 +195,9 @@ class _Document:
         stripped = CommentedMap((k, v) for k, v in self.data.items() if k in ("name", "extends"))
         buffer = io.StringIO()
         self.yaml.dump(stripped, buffer)
-        base = Policy.from_content(buffer.getvalue(), path=str(self.path), base_dir=self.path.parent)
+        base = Policy.from_content(
+            buffer.getvalue(), path=str(self.path), base_dir=self.path.parent
+        )
         return {rule.id for rule in base.rules}
 
     def rule(self, rule_id: str) -> CommentedMap:
@@ -284,9 +285,8 @@ def set_value(path: str | Path, key: str, value: Any, *, write: bool = True) -> 
             else:
                 raise _problem(document.path, f"{key}: {part!r} does not address a field")
         last = parts[-1]
-        if isinstance(node, CommentedSeq) and isinstance(last, int) and 0 <= last < len(node):
-            node[last] = value
-        elif isinstance(node, CommentedMap) and isinstance(last, str):
+        in_list = isinstance(node, CommentedSeq) and isinstance(last, int) and 0 <= last < len(node)
+        if in_list or (isinstance(node, CommentedMap) and isinstance(last, str)):
             node[last] = value
         else:
             raise _problem(document.path, f"{key}: {last!r} does not address a field", rule_id)
@@ -295,9 +295,7 @@ def set_value(path: str | Path, key: str, value: Any, *, write: bool = True) -> 
     return _apply(path, change, write=write)
 
 
-def set_enabled(
-    path: str | Path, rule_id: str, enabled: bool, *, write: bool = True
-) -> PolicyEdit:
+def set_enabled(path: str | Path, rule_id: str, enabled: bool, *, write: bool = True) -> PolicyEdit:
     """Enable or disable a rule (a base's rule gets an overlay entry in this file)."""
 
     def change(document: _Document) -> str:

@@ -64,9 +64,7 @@ class LintFinding:
         return f"{where}: {self.level.value} [{self.code}]{rule} {self.message}"
 
 
-#: Words common enough in ordinary prose that a keyword equal to one fires all the time.
-COMMON_WORDS = frozenset(
-    """
+_COMMON_WORDS_TEXT = """
     a about above access account act action add address admin after again against age all allow
     also always am an and answer any app are area as ask at attack away back bad bank base be
     because been before being below best better between big bill bit black block body book both
@@ -91,8 +89,9 @@ COMMON_WORDS = frozenset(
     this those through time to today together too top track trade true try turn under up update
     us use user very view wait want war was watch water way we weapon week well were what when
     where which while who why will win with word work world would write year yes you your
-    """.split()
-)
+"""
+#: Words common enough in ordinary prose that a keyword equal to one fires all the time.
+COMMON_WORDS = frozenset(_COMMON_WORDS_TEXT.split())
 
 #: Everyday sentences no safety rule should fire on (English and Chinese).
 BENIGN_SAMPLES: tuple[str, ...] = (

@@ -109,7 +109,9 @@ def _read_yaml(path: Path) -> object:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError([PolicyProblem(str(path), None, None, None, f"cannot read: {exc}")])
+        raise PolicyError(
+            [PolicyProblem(str(path), None, None, None, f"cannot read: {exc}")]
+        ) from None
     try:
         return YAML(typ="rt").load(text)
     except YAMLError as exc:
@@ -157,7 +159,9 @@ def load_suite(path: str | Path, *, policy: str | None = None) -> TestSuite:
             loc = tuple(error["loc"])
             line = lines[loc[1]] if len(loc) > 1 and isinstance(loc[1], int) else None
             field = ".".join(str(p) for p in loc)
-            problems.append(PolicyProblem(str(resolved), line, None, None, f"{field}: {error['msg']}"))
+            problems.append(
+                PolicyProblem(str(resolved), line, None, None, f"{field}: {error['msg']}")
+            )
         raise PolicyError(problems) from None
     target = policy or model.policy
     if target is None:

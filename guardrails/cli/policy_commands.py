@@ -35,9 +35,7 @@ from guardrails.policy import Policy, load_policy, policy_json_schema_text
 FilesArgument = Annotated[
     list[str] | None, typer.Argument(help="Policy files (default: the shipped default).")
 ]
-DryRunOption = Annotated[
-    bool, typer.Option("--dry-run", help="Print the diff and write nothing.")
-]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the diff and write nothing.")]
 
 
 def _load_all(files: list[str]) -> tuple[list[Policy], list[PolicyError]]:
@@ -129,8 +127,8 @@ def run_tests(
             suites.append(load_suite(file, policy=policy))
         except PolicyError as exc:
             load_errors.append(exc)
-    for exc in load_errors:
-        _print_problems(exc)
+    for problem in load_errors:
+        _print_problems(problem)
     if load_errors:
         raise typer.Exit(2)
     reports = [report for suite in suites for report in run_suite(suite, match=match)]
@@ -213,9 +211,7 @@ def explain(
 @policy_app.command("lint")
 def lint(
     files: FilesArgument = None,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="Warnings fail too (exit 1).")
-    ] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too (exit 1).")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Catch what validation cannot: backtracking-prone patterns, untested and shadowed
@@ -305,13 +301,9 @@ def _finish_edit(run: Any, dry_run: bool) -> None:
 @policy_app.command("set")
 def set_field(
     file: Annotated[Path, typer.Argument(help="Policy file to edit.")],
-    key: Annotated[
-        str, typer.Argument(help="settings.audit.store, rules[pii.email].action, ...")
-    ],
+    key: Annotated[str, typer.Argument(help="settings.audit.store, rules[pii.email].action, ...")],
     value: Annotated[str, typer.Argument(help="New value, read as YAML (true, 3, [a, b]).")],
-    string: Annotated[
-        bool, typer.Option("--string", help="Take VALUE as text, not YAML.")
-    ] = False,
+    string: Annotated[bool, typer.Option("--string", help="Take VALUE as text, not YAML.")] = False,
     dry_run: DryRunOption = False,
 ) -> None:
     """Set one field in place; comments and formatting are kept, the result validated first."""
@@ -398,9 +390,7 @@ def _open_store(audit: str | None) -> Any:
 def replay_command(
     candidate: Annotated[str, typer.Argument(help="Candidate policy file or pack name.")],
     audit: AuditOption = None,
-    since: Annotated[
-        str, typer.Option("--since", help="7d, 24h, 30m, 2w or an ISO date.")
-    ] = "7d",
+    since: Annotated[str, typer.Option("--since", help="7d, 24h, 30m, 2w or an ISO date.")] = "7d",
     until: Annotated[str | None, typer.Option("--until", help="Same forms as --since.")] = None,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's traffic.")] = None,
     limit: Annotated[int, typer.Option(help="Read at most this many events.")] = 10_000,
@@ -483,9 +473,11 @@ def diff_command(
     setup_cli_logging()
     from guardrails.policy_diff import diff_policies, load_policy_version, looks_like_digest
 
-    store = _open_store(audit) if any(
-        looks_like_digest(x) and not Path(x).exists() for x in (a, b)
-    ) else None
+    store = (
+        _open_store(audit)
+        if any(looks_like_digest(x) and not Path(x).exists() for x in (a, b))
+        else None
+    )
     try:
         old = load_policy_version(a, store=store)
         new = load_policy_version(b, store=store)

@@ -55,7 +55,9 @@ def test_disable_base_rule_writes_overlay_entry(overlay):
 def test_add_and_remove_rule(overlay):
     """add-rule appends a block-style rule after --after; remove-rule takes it out again."""
     original = overlay.read_text(encoding="utf-8")
-    add_rule(overlay, "{id: tenant.second, keywords: [falcon], action: flag}", after="tenant.codename")
+    add_rule(
+        overlay, "{id: tenant.second, keywords: [falcon], action: flag}", after="tenant.codename"
+    )
     ids = [r.id for r in load_policy(overlay).rules]
     assert ids[-2:] == ["tenant.codename", "tenant.second"]
     assert "  - id: tenant.second\n    keywords:\n" in overlay.read_text(encoding="utf-8")
@@ -72,7 +74,10 @@ def _assert_untouched(path: Path, text: str, mtime: int) -> None:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda p: add_rule(p, "{id: bad.regex, pattern: '(unclosed'}"), "invalid regular expression"),
+        (
+            lambda p: add_rule(p, "{id: bad.regex, pattern: '(unclosed'}"),
+            "invalid regular expression",
+        ),
         (lambda p: add_rule(p, "{id: bad.field, keywords: [x], colour: red}"), "unknown field"),
         (lambda p: add_rule(p, "{id: base.secret_word, keywords: [x]}"), "already exists"),
         (lambda p: set_value(p, "settings.on_error", "explode"), "on_error"),
@@ -136,7 +141,9 @@ def test_cli_dry_run_prints_diff_and_writes_nothing(runner, overlay):
 
 def test_cli_set_rejects_invalid_value_with_exit_2(runner, overlay):
     """A rejected CLI edit exits 2, names the rule and field, and says nothing was written."""
-    result = runner.invoke(app, ["policy", "set", str(overlay), "rules[tenant.codename].action", "explode"])
+    result = runner.invoke(
+        app, ["policy", "set", str(overlay), "rules[tenant.codename].action", "explode"]
+    )
     assert result.exit_code == 2
     assert "tenant.codename" in result.output
     assert "nothing written" in result.output

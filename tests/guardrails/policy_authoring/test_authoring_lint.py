@@ -93,18 +93,12 @@ def test_lint_names_a_regex_that_times_out_on_a_test(tmp_path):
     """A pattern that times out on an inline test text is a regex-timeout error naming it."""
     path = _write(
         tmp_path,
-        """\
-name: p
-settings: {regex_timeout_ms: 5}
-rules:
-  - id: slow
-    pattern: '(x+x+)+y'
-tests:
-  - {name: long xs, text: "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", expect: allow}
-""",
+        "name: p\nsettings: {regex_timeout_ms: 5}\nrules:\n  - {id: slow, pattern: '(x+x+)+y'}\n"
+        f"tests:\n  - {{name: long xs, text: {'x' * 80}, expect: allow}}\n",
     )
     timeouts = [f for f in lint_policy(path) if f.code == "regex-timeout"]
-    assert timeouts and timeouts[0].rule_id == "slow"
+    assert timeouts
+    assert timeouts[0].rule_id == "slow"
     assert "long xs" in timeouts[0].message
 
 

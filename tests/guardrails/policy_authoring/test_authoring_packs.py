@@ -38,9 +38,11 @@ def test_pack_has_ten_positive_and_ten_negative_tests(pack):
 def test_pack_rules_each_have_a_positive_test(pack):
     """Each rule the pack declares is named by at least one of its inline tests."""
     policy = load_policy(pack)
-    own = {r.id for r in policy.rules} if pack in PACKS[:3] else {
-        r.id for r in policy.rules if r.id.startswith(pack + ".")
-    }
+    own = (
+        {r.id for r in policy.rules}
+        if pack in PACKS[:3]
+        else {r.id for r in policy.rules if r.id.startswith(pack + ".")}
+    )
     named = {rule_id for t in policy.model.tests for rule_id in t.rules or ()}
     assert own - named == set()
 
@@ -70,6 +72,8 @@ def test_building_blocks_compose_to_default_rule_ids():
     """extends: [pii, secrets, prompt-injection] yields default's rule ids, in default's order."""
     blocks = shipped_policy_dir()
     composed = [
-        r.id for name in ("pii", "secrets", "prompt-injection") for r in load_policy(blocks / f"{name}.yaml").rules
+        r.id
+        for name in ("pii", "secrets", "prompt-injection")
+        for r in load_policy(blocks / f"{name}.yaml").rules
     ]
     assert composed == [r.id for r in load_policy("default").rules]

@@ -113,7 +113,9 @@ def test_cli_replay_json(runner, tmp_path, candidate):
     """policy replay --json reports counts and per-rule changes."""
     url = f"sqlite:///{tmp_path / 'c.db'}"
     _record(tmp_path, url, "full")
-    result = runner.invoke(app, ["policy", "replay", str(candidate), "--audit", url, "--since", "7d", "--json"])
+    result = runner.invoke(
+        app, ["policy", "replay", str(candidate), "--audit", url, "--since", "7d", "--json"]
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert (data["newly_blocked"], data["newly_allowed"]) == (1, 1)
@@ -139,7 +141,9 @@ def test_diff_reformatting_is_not_a_change(tmp_path):
     a = tmp_path / "a.yaml"
     a.write_text("name: p\nrules:\n  - {id: r, keywords: [x]}\n", encoding="utf-8")
     b = tmp_path / "b.yaml"
-    b.write_text("# note\nrules:\n  - keywords: [x]\n    id: r\n    enabled: true\nname: p\n", "utf-8")
+    b.write_text(
+        "# note\nrules:\n  - keywords: [x]\n    id: r\n    enabled: true\nname: p\n", "utf-8"
+    )
     assert diff_policies(load_policy(a), load_policy(b)).empty
 
 
@@ -157,10 +161,13 @@ def test_diff_by_digest_from_the_audit_store(runner, tmp_path, candidate):
     with AuditStore(url) as store:
         stored = load_policy_version(digest, store=store)
     assert [r.id for r in stored.rules] == ["pii.email", "codename"]
-    result = runner.invoke(app, ["policy", "diff", digest, str(candidate), "--audit", url, "--json"])
+    result = runner.invoke(
+        app, ["policy", "diff", digest, str(candidate), "--audit", url, "--json"]
+    )
     assert result.exit_code == 1, result.output
     data = json.loads(result.stdout)
-    assert data["rules_added"] == ["greeting"] and data["rules_removed"] == ["codename"]
+    assert data["rules_added"] == ["greeting"]
+    assert data["rules_removed"] == ["codename"]
     same = runner.invoke(app, ["policy", "diff", digest, digest, "--audit", url])
     assert same.exit_code == 0, same.output
     missing = runner.invoke(app, ["policy", "diff", "0" * 64, digest, "--audit", url])
