@@ -159,6 +159,7 @@ def run_tests(
                     out.print(f"[green]PASS[/] {report.where} {report.result.label}")
                 continue
             out.print(f"[red]FAIL[/] {report.where} {report.result.label}")
+            out.print(Text("     " + report.result.explain()))
             for line in report.diff():
                 style = "red" if "- " in line[:10] else "green" if "+ " in line[:10] else "yellow"
                 out.print(Text("     " + line, style=style))
