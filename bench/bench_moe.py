@@ -128,8 +128,16 @@ def _child(cfg_json: str, tokens: int, threads: int) -> None:
     )
 
 
-def compare_moe_dense(tokens: int, threads: int, rounds: int) -> None:
+def compare_moe_dense(tokens: int, threads: int, rounds: int, *, scale: int = 1) -> None:
     cfg = read_config(CHECKPOINT)
+    if scale > 1:
+        cfg = replace(
+            cfg,
+            hidden_size=cfg.hidden_size * scale,
+            head_dim=cfg.head_dim * scale,
+            moe_intermediate_size=cfg.moe_intermediate_size * scale,
+            shared_intermediate_size=cfg.shared_intermediate_size * scale,
+        )
     rows: dict[str, dict[str, float]] = {}
     for _ in range(rounds):  # interleaved rounds, best of each: the machine is shared
         for name, c in variants(cfg).items():
@@ -150,7 +158,10 @@ def compare_moe_dense(tokens: int, threads: int, rounds: int) -> None:
                 old[key] = max(old[key], r[key])
             old["peak_mb"] = min(old["peak_mb"], r["peak_mb"])
     moe = rows["moe"]
-    print("\n## MoE vs dense (same width and depth; random weights)")
+    print(
+        f"\n## MoE vs dense (width {cfg.hidden_size}, expert width {cfg.moe_intermediate_size}, "
+        f"{cfg.num_layers} layers; random weights)"
+    )
     print(
         f"{'model':<20}{'params':>10}{'active':>10}{'tok/s b1':>10}{'tok/s b8':>10}{'peak MB':>9}"
     )
@@ -276,6 +287,7 @@ def main() -> None:
         print(f"batch 1: {b1:8.1f} tok/s   batch 8: {b8:8.1f} tok/s   (x{b8 / b1:.2f} throughput)")
     if args.only in (None, "dense"):
         compare_moe_dense(args.tokens, args.threads, args.rounds)
+        compare_moe_dense(args.tokens, args.threads, args.rounds, scale=4)
     if args.only in (None, "int8"):
         compare_int8(args.tokens, args.heldout_tokens)
     if args.only in (None, "batching"):

@@ -133,7 +133,8 @@ class MoEBlock(nn.Module):
 
     After each forward, ``aux_loss`` holds the Switch-style load-balancing loss
     ``E · Σ_i f_i · P_i`` (f: fraction of assignments, P: mean router probability) and
-    ``expert_counts`` the assignments per expert, for training and for the load plots.
+    ``expert_counts`` the assignments per expert (in training, or in eval when
+    ``record_load`` is set), for the load plots.
     """
 
     def __init__(self, cfg: MoEConfig) -> None:
@@ -148,14 +149,16 @@ class MoEBlock(nn.Module):
                 self.shared_expert_gate = nn.Linear(cfg.hidden_size, 1, bias=False)
         self.aux_loss: Tensor | None = None
         self.expert_counts: Tensor | None = None
+        self.record_load = False
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
         probs, weights, idx = self.gate(flat)
         out: Tensor = self.experts(flat, idx, weights)
-        counts = torch.bincount(idx.reshape(-1), minlength=probs.shape[-1])
-        self.expert_counts = counts.detach()
+        if self.training or self.record_load:
+            counts = torch.bincount(idx.reshape(-1), minlength=probs.shape[-1])
+            self.expert_counts = counts.detach()
         if self.training:
             frac = counts.to(probs.dtype) / idx.numel()
             self.aux_loss = probs.shape[-1] * (frac * probs.mean(dim=0)).sum()
