@@ -112,6 +112,9 @@ def run_tests(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="List passing cases too.")
     ] = False,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Also write a JUnit XML report for CI.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run inline tests and test files like a test runner: one line per case, a diff of
@@ -133,6 +136,8 @@ def run_tests(
         raise typer.Exit(2)
     reports = [report for suite in suites for report in run_suite(suite, match=match)]
     failed = [r for r in reports if not r.passed]
+    if junit is not None:
+        _write_junit(junit, reports)
     if as_json:
         payload = {
             "passed": len(reports) - len(failed),
@@ -166,6 +171,32 @@ def run_tests(
         summary = f"{len(reports) - len(failed)} passed, {len(failed)} failed"
         out.print(f"[{'red' if failed else 'green'}]{summary}[/] ({len(suites)} files)")
     raise typer.Exit(1 if failed else 0)
+
+
+def _write_junit(path: Path, reports: list[Any]) -> None:
+    """One ``testsuite`` per file, one ``testcase`` per case, the diff in each failure."""
+    from xml.etree import ElementTree
+
+    root = ElementTree.Element("testsuites", name="guardrails policy test")
+    by_source: dict[str, list[Any]] = {}
+    for report in reports:
+        by_source.setdefault(report.source, []).append(report)
+    for source, items in by_source.items():
+        failures = sum(not r.passed for r in items)
+        suite = ElementTree.SubElement(
+            root, "testsuite", name=source, tests=str(len(items)), failures=str(failures)
+        )
+        for report in items:
+            case = ElementTree.SubElement(
+                suite, "testcase", name=report.result.label, classname=report.where
+            )
+            if not report.passed:
+                failure = ElementTree.SubElement(case, "failure", message=report.result.explain())
+                failure.text = "\n".join(report.diff())
+    try:
+        ElementTree.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc}")
 
 
 @policy_app.command("explain")

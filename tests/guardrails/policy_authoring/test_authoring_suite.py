@@ -128,3 +128,19 @@ def test_cli_explain_shows_rules_and_matches(runner):
         ["policy", "explain", "--policy", "legal", "--stage", "output", "As your lawyer, sign it."],
     )
     assert "legal.presented_as_advice: 'As your lawyer'" in human.stdout
+
+
+def test_cli_test_writes_junit(runner, overlay, cases, tmp_path):
+    """--junit writes one testcase per case, with the diff in the failure."""
+    from xml.etree import ElementTree
+
+    report = tmp_path / "junit.xml"
+    result = runner.invoke(
+        app, ["policy", "test", str(overlay), str(cases), "--junit", str(report)]
+    )
+    assert result.exit_code == 1
+    root = ElementTree.parse(report).getroot()
+    cases_xml = root.findall("./testsuite/testcase")
+    assert len(cases_xml) == 4
+    (failure,) = root.findall("./testsuite/testcase/failure")
+    assert "+ tenant.codename (fired, not expected)" in (failure.text or "")
