@@ -77,3 +77,42 @@ def test_building_blocks_compose_to_default_rule_ids():
         for r in load_policy(blocks / f"{name}.yaml").rules
     ]
     assert composed == [r.id for r in load_policy("default").rules]
+
+
+def test_domain_packs_compose(tmp_path):
+    """extends: [medical, finance, legal] loads (default arrives three times, layered once)
+    and every domain rule is present."""
+    path = tmp_path / "combined.yaml"
+    path.write_text("name: combined\nextends: [medical, finance, legal]\n", encoding="utf-8")
+    ids = [r.id for r in load_policy(path).rules]
+    assert len(ids) == len(set(ids))
+    assert {
+        "medical.lethal_dose",
+        "finance.non_public_information",
+        "legal.outcome_guarantee",
+    } <= set(ids)
+
+
+def test_later_base_overrides_earlier_field_by_field(tmp_path):
+    """Two bases declaring one id: the later base's fields win, the earlier's others stay."""
+    (tmp_path / "a.yaml").write_text(
+        "name: a\nrules:\n  - {id: r, keywords: [x], severity: low}\n", encoding="utf-8"
+    )
+    (tmp_path / "b.yaml").write_text(
+        "name: b\nrules:\n  - {id: r, keywords: [y], action: flag}\n", encoding="utf-8"
+    )
+    (tmp_path / "c.yaml").write_text("name: c\nextends: [a.yaml, b.yaml]\n", encoding="utf-8")
+    (rule,) = load_policy(tmp_path / "c.yaml").rules
+    assert (rule.keywords, rule.action.value, rule.severity.value) == (("y",), "flag", "low")
+
+
+def test_cli_show_resolved(runner, overlay):
+    """show --resolved prints the effective policy with the base's rules layered in."""
+    from guardrails.cli import app
+
+    result = runner.invoke(app, ["policy", "show", "--resolved", str(overlay)])
+    assert result.exit_code == 0, result.output
+    assert "id: base.secret_word" in result.stdout
+    assert "extends" not in result.stdout.split("\n", 1)[1]
+    plain = runner.invoke(app, ["policy", "show", str(overlay)])
+    assert plain.stdout == overlay.read_text(encoding="utf-8")
