@@ -1,32 +1,59 @@
-"""The ``guardrails db`` commands (audit schema migrations) and ``guardrails audit verify``.
+"""The ``guardrails db`` commands (audit schema migrations) and the ``guardrails audit`` ones.
 
 The audit URL comes from ``--audit``, else ``$GUARDRAILS_AUDIT_URL``, else the local
-``guardrails-audit.db``. Every audit failure becomes a one-line message and exit code 2;
-a log that fails verification exits 1 and names its first bad row.
+``guardrails-audit.db``. Exit codes scripts can rely on: 0 done; 1 the log or a proof failed
+verification (the first bad row or the reason is named); 2 bad input or an audit failure
+(bad filter, unknown event id, bad URL, unreachable store), always as a one-line message.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import sys
+import time
+from collections.abc import Iterable
 from dataclasses import asdict
-from typing import Annotated, NoReturn
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
 
 import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
 
 from audit import (
     AuditError,
+    AuditStore,
+    Checkpoint,
+    EventFilter,
+    StoredEvent,
     VerifyReport,
+    check_proof_document,
+    consistency_between,
+    create_checkpoints,
     current_revision,
     default_audit_url,
     downgrade,
+    generate_signing_key,
+    inclusion_proof_for,
+    load_public_key,
+    load_signing_key,
+    parse_age,
+    purge_bodies,
     upgrade,
     verify_chain,
 )
-from audit.engine import safe_url
+from audit.checkpoint import chain_leaves, load_checkpoints
+from audit.engine import create_audit_engine, safe_url
+from audit.merkle import inclusion_proof
+from audit.query import count_by, find_event, iter_events
 from guardrails.cli.app import audit_app, db_app
-from guardrails.cli.common import AuditOption, JsonOption, fail, out
+from guardrails.cli.common import AuditOption, JsonOption, err, fail, out
 
 HmacKeyEnvOption = Annotated[
     str | None,
@@ -36,6 +63,24 @@ HmacKeyEnvOption = Annotated[
         help="Environment variable holding the HMAC key the chains were written with.",
     ),
 ]
+
+
+PublicKeyOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--public-key",
+        metavar="PEM",
+        help="Trusted checkpoint signer (Ed25519 public key PEM); repeatable.",
+    ),
+]
+FormatOption = Annotated[
+    str, typer.Option("--format", "-f", help="Output: table, json, jsonl or csv.")
+]
+FORMATS = ("table", "json", "jsonl", "csv")
+
+
+def _public_keys(paths: list[Path] | None) -> list[Ed25519PublicKey]:
+    return [load_public_key(path) for path in paths or ()]
 
 
 def _url(audit: str | None) -> str:
@@ -95,6 +140,7 @@ def _report_json(url: str, report: VerifyReport) -> str:
             "ok": report.ok,
             "events_checked": report.events_checked,
             "chains_checked": report.chains_checked,
+            "checkpoints_checked": report.checkpoints_checked,
             "problems": [asdict(problem) for problem in report.problems],
         },
         indent=2,
@@ -106,6 +152,8 @@ def _print_report(url: str, report: VerifyReport) -> None:
     counts = f"{report.events_checked} events in {report.chains_checked} chains"
     first = report.first_problem
     if first is None:
+        if report.checkpoints_checked:
+            counts += f", {report.checkpoints_checked} signed checkpoints"
         out.print(f"[bold green]intact:[/] {counts} verified ({where})")
         return
     row = f"event {first.event_id}" if first.event_id else "a missing row"
@@ -122,9 +170,11 @@ def _print_report(url: str, report: VerifyReport) -> None:
 def audit_verify(
     audit: AuditOption = None,
     hmac_key_env: HmacKeyEnvOption = None,
+    public_key: PublicKeyOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Check every hash chain: exit 0 if intact, 1 naming the first bad row, 2 on errors."""
+    """Check every hash chain and signed checkpoint: exit 0 if intact, 1 naming the first
+    bad row, 2 on errors."""
     key: bytes | None = None
     if hmac_key_env is not None:
         value = os.environ.get(hmac_key_env)
@@ -133,7 +183,8 @@ def audit_verify(
         key = value.encode()
     url = _url(audit)
     try:
-        report = verify_chain(url, hmac_key=key)
+        trusted = _public_keys(public_key)
+        report = verify_chain(url, hmac_key=key, public_keys=trusted)
     except AuditError as exc:
         _audit_failed(exc)
     if json_output:
@@ -142,3 +193,604 @@ def audit_verify(
         _print_report(url, report)
     if not report.ok:
         raise typer.Exit(1)
+
+
+# --- keys, checkpoints and proofs -------------------------------------------------------
+
+
+@audit_app.command("keygen")
+def audit_keygen(
+    out_path: Annotated[Path, typer.Argument(metavar="KEY", help="Private key file to create.")],
+) -> None:
+    """Create an Ed25519 checkpoint signing key (KEY, mode 0600) and KEY.pub."""
+    try:
+        public = generate_signing_key(out_path)
+    except AuditError as exc:
+        _audit_failed(exc)
+    out.print(f"signing key {escape(str(out_path))}, public key {escape(str(public))}")
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    key: Annotated[Path, typer.Option("--key", metavar="PEM", help="Ed25519 signing key.")],
+    audit: AuditOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Sign a checkpoint (tree size, Merkle root, time) of every chain that grew.
+
+    Run it periodically (cron, a systemd timer) and publish the output somewhere the
+    database's owner cannot rewrite.
+    """
+    try:
+        made = create_checkpoints(_url(audit), load_signing_key(key))
+    except AuditError as exc:
+        _audit_failed(exc)
+    if json_output:
+        typer.echo(json.dumps([c.to_dict() for c in made], indent=2))
+        return
+    for c in made:
+        out.print(f"chain {c.chain_id} size {c.tree_size} root {c.root_hash}")
+    out.print(f"{len(made)} checkpoint(s) signed with key {made[0].key_id if made else '-'}")
+
+
+@audit_app.command("prove")
+def audit_prove(
+    event_id: Annotated[str, typer.Argument(help="The event to prove.")],
+    audit: AuditOption = None,
+    tree_size: Annotated[
+        int | None, typer.Option("--tree-size", help="Prove against this checkpoint size.")
+    ] = None,
+) -> None:
+    """Print an inclusion proof (JSON) that `audit check-proof` verifies without the DB."""
+    try:
+        doc = inclusion_proof_for(_url(audit), event_id, tree_size=tree_size)
+    except LookupError as exc:
+        fail(escape(str(exc.args[0])))
+    except AuditError as exc:
+        _audit_failed(exc)
+    typer.echo(json.dumps(doc, indent=2))
+
+
+@audit_app.command("check-proof")
+def audit_check_proof(
+    proof_file: Annotated[Path, typer.Argument(metavar="FILE", help="Proof JSON ('-': stdin).")],
+    public_key: PublicKeyOption = None,
+) -> None:
+    """Check an inclusion proof offline: exit 0 if it holds, 1 if not."""
+    try:
+        raw = sys.stdin.read() if str(proof_file) == "-" else proof_file.read_text()
+        doc = json.loads(raw)
+    except (OSError, ValueError) as exc:
+        fail(f"cannot read proof {escape(str(proof_file))}: {escape(str(exc))}")
+    if not isinstance(doc, dict):
+        fail("a proof document is a JSON object")
+    try:
+        trusted = _public_keys(public_key)
+    except AuditError as exc:
+        _audit_failed(exc)
+    ok, reason = check_proof_document(doc, trusted)
+    if not ok:
+        out.print(f"[bold red]INVALID:[/] {escape(reason)}")
+        raise typer.Exit(1)
+    trust = "trusted key" if trusted else "the key in the checkpoint (pass --public-key to pin)"
+    out.print(f"[bold green]valid:[/] {escape(reason)}; signature checked with {trust}")
+
+
+@audit_app.command("consistency")
+def audit_consistency(
+    chain_id: Annotated[str, typer.Argument(help="The chain.")],
+    old_size: Annotated[int, typer.Argument(help="Earlier checkpoint's tree size.")],
+    new_size: Annotated[int, typer.Argument(help="Later checkpoint's tree size.")],
+    audit: AuditOption = None,
+) -> None:
+    """Print a consistency proof that the later checkpoint extends the earlier one."""
+    try:
+        doc = consistency_between(_url(audit), chain_id, old_size, new_size)
+    except LookupError as exc:
+        fail(escape(str(exc.args[0])))
+    except AuditError as exc:
+        err.print(f"[bold red]INCONSISTENT:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(doc, indent=2))
+
+
+# --- queries ------------------------------------------------------------------------------
+
+
+def _when(text: str | None, name: str) -> datetime | None:
+    """An ISO time (naive means UTC) or an age like 24h (that long ago)."""
+    if text is None:
+        return None
+    try:
+        return datetime.now(UTC) - parse_age(text)
+    except AuditError:
+        pass
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        fail(
+            f"{name} {escape(repr(text))}: expected an ISO time (2026-01-31, "
+            "2026-01-31T12:00Z) or an age (30m, 24h, 7d)"
+        )
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+Since = Annotated[
+    str | None, typer.Option("--since", help="ISO time or age (24h, 7d); default 24h.")
+]
+Until = Annotated[str | None, typer.Option("--until", help="ISO time or age.")]
+AllTime = Annotated[bool, typer.Option("--all", help="No default time range.")]
+Tenant = Annotated[str | None, typer.Option("--tenant")]
+User = Annotated[str | None, typer.Option("--user")]
+Model = Annotated[str | None, typer.Option("--model")]
+Stage = Annotated[str | None, typer.Option("--stage", help="input or output.")]
+Action = Annotated[str | None, typer.Option("--action", help="allow, flag, redact, block...")]
+Rule = Annotated[str | None, typer.Option("--rule", help="Events with a finding of this rule.")]
+Digest = Annotated[str | None, typer.Option("--policy-digest")]
+Contains = Annotated[
+    str | None, typer.Option("--contains", help="Text in prompt or output (any case).")
+]
+
+
+def _filter(
+    since: str | None,
+    until: str | None,
+    all_time: bool,
+    tenant: str | None,
+    user: str | None,
+    model: str | None,
+    stage: str | None,
+    action: str | None,
+    rule: str | None,
+    policy_digest: str | None,
+    contains: str | None,
+) -> EventFilter:
+    start = _when(since, "--since")
+    if start is None and not all_time:
+        start = datetime.now(UTC) - timedelta(hours=24)
+    try:
+        return EventFilter(
+            since=start,
+            until=_when(until, "--until"),
+            tenant=tenant,
+            user=user,
+            model=model,
+            stage=stage,
+            action=action,
+            rule_id=rule,
+            policy_digest=policy_digest,
+            text=contains,
+        )
+    except AuditError as exc:
+        _audit_failed(exc)
+
+
+def event_dict(event: StoredEvent) -> dict[str, Any]:
+    """An event as JSON-ready data."""
+    doc = asdict(event)
+    doc["created_at"] = event.created_at.astimezone(UTC).isoformat()
+    doc["findings"] = list(event.findings)
+    return doc
+
+
+_CSV_COLUMNS = (
+    "event_id",
+    "created_at",
+    "tenant",
+    "user",
+    "model",
+    "action",
+    "input_action",
+    "output_action",
+    "flagged",
+    "rules",
+    "policy_name",
+    "policy_version",
+    "latency_ms",
+    "prompt",
+    "output",
+)
+
+
+def _rules(event: StoredEvent) -> str:
+    return " ".join(sorted({str(f.get("rule_id")) for f in event.findings if f.get("rule_id")}))
+
+
+def _emit(events: Iterable[StoredEvent], fmt: str) -> int:
+    count = 0
+    if fmt == "jsonl":
+        for event in events:
+            typer.echo(json.dumps(event_dict(event), ensure_ascii=False))
+            count += 1
+    elif fmt == "json":
+        docs = [event_dict(e) for e in events]
+        typer.echo(json.dumps(docs, ensure_ascii=False, indent=2))
+        count = len(docs)
+    elif fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(_CSV_COLUMNS)
+        for e in events:
+            doc = event_dict(e)
+            doc["rules"] = _rules(e)
+            writer.writerow(["" if doc[c] is None else doc[c] for c in _CSV_COLUMNS])
+            count += 1
+        typer.echo(buffer.getvalue(), nl=False)
+    else:
+        table = Table("time (UTC)", "event", "tenant", "user", "model", "action", "rules", "prompt")
+        for e in events:
+            prompt = (e.prompt or "").replace("\n", " ")
+            table.add_row(
+                e.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                e.event_id[:12],
+                e.tenant or "",
+                e.user or "",
+                e.model or "",
+                e.action,
+                _rules(e),
+                Text(prompt[:60] + ("…" if len(prompt) > 60 else "")),
+            )
+            count += 1
+        out.print(table)
+    return count
+
+
+def _engine(audit: str | None) -> Any:
+    try:
+        return create_audit_engine(_url(audit), must_exist=True)
+    except AuditError as exc:
+        _audit_failed(exc)
+
+
+@audit_app.command("query")
+def audit_query(
+    audit: AuditOption = None,
+    since: Since = None,
+    until: Until = None,
+    all_time: AllTime = False,
+    tenant: Tenant = None,
+    user: User = None,
+    model: Model = None,
+    stage: Stage = None,
+    action: Action = None,
+    rule: Rule = None,
+    policy_digest: Digest = None,
+    contains: Contains = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Events per page.")] = 50,
+    page: Annotated[int, typer.Option("--page", min=1, help="Page number.")] = 1,
+    oldest_first: Annotated[bool, typer.Option("--oldest-first")] = False,
+    fmt: FormatOption = "table",
+) -> None:
+    """Find events (last 24 h, newest first, a page at a time)."""
+    if fmt not in FORMATS:
+        fail(f"--format {escape(fmt)!r}: choose one of {', '.join(FORMATS)}")
+    where = _filter(
+        since, until, all_time, tenant, user, model, stage, action, rule, policy_digest, contains
+    )
+    engine = _engine(audit)
+    try:
+        with engine.connect() as conn:
+            events = list(
+                iter_events(
+                    conn,
+                    where,
+                    limit=limit,
+                    offset=(page - 1) * limit,
+                    newest_first=not oldest_first,
+                )
+            )
+    except Exception as exc:  # SQLAlchemy errors: unreachable store or no schema
+        fail(f"querying {escape(safe_url(engine.url))} failed: {escape(str(exc).splitlines()[0])}")
+    finally:
+        engine.dispose()
+    shown = _emit(events, fmt)
+    if fmt == "table":
+        more = f"; --page {page + 1} for more" if shown == limit else ""
+        err.print(f"{shown} event(s), page {page}{more}")
+
+
+def _highlighted(text: str | None, spans: list[tuple[int, int, str]]) -> Text:
+    rich_text = Text(text or "")
+    for start, end, label in spans:
+        if 0 <= start < end <= len(rich_text):
+            rich_text.stylize("bold black on yellow", start, end)
+            rich_text.stylize(f"link rule:{label}", start, end)
+    return rich_text
+
+
+def _spans(event: StoredEvent, stage: str) -> list[tuple[int, int, str]]:
+    found = []
+    for finding in event.findings:
+        if finding.get("stage", "input") != stage:
+            continue
+        for span in finding.get("spans") or ():
+            if isinstance(span, list | tuple) and len(span) == 2:
+                found.append((int(span[0]), int(span[1]), str(finding.get("rule_id", ""))))
+    return found
+
+
+@audit_app.command("show")
+def audit_show(
+    event_id: Annotated[str, typer.Argument(help="Event id.")],
+    audit: AuditOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show one whole event, with the findings' spans highlighted in the text."""
+    engine = _engine(audit)
+    try:
+        event = find_event(engine, event_id)
+    except Exception as exc:  # SQLAlchemy errors: unreachable store or no schema
+        fail(f"reading {escape(safe_url(engine.url))} failed: {escape(str(exc).splitlines()[0])}")
+    finally:
+        engine.dispose()
+    if event is None:
+        fail(f"no event with id {escape(repr(event_id))}")
+    if json_output:
+        typer.echo(json.dumps(event_dict(event), ensure_ascii=False, indent=2))
+        return
+    doc = event_dict(event)
+    for name in ("prompt", "output", "findings", "metadata", "timings_ms"):
+        doc.pop(name)
+    for key, value in doc.items():
+        if value not in (None, "", {}, []):
+            out.print(f"[bold]{key}:[/] {escape(str(value))}")
+    out.print("[bold]prompt:[/]")
+    out.print(_highlighted(event.prompt, _spans(event, "input")))
+    out.print("[bold]output:[/]")
+    out.print(_highlighted(event.output, _spans(event, "output")))
+    for finding in event.findings:
+        out.print(f"[bold]finding:[/] {escape(json.dumps(finding, ensure_ascii=False))}")
+    if event.metadata:
+        out.print(f"[bold]metadata:[/] {escape(json.dumps(event.metadata, ensure_ascii=False))}")
+
+
+def _bar(value: int, top: int, width: int = 40) -> str:
+    return "█" * max(1, round(width * value / top)) if top and value else ""
+
+
+@audit_app.command("stats")
+def audit_stats(
+    audit: AuditOption = None,
+    since: Since = None,
+    until: Until = None,
+    all_time: AllTime = False,
+    tenant: Tenant = None,
+    user: User = None,
+    model: Model = None,
+    stage: Stage = None,
+    action: Action = None,
+    rule: Rule = None,
+    policy_digest: Digest = None,
+    contains: Contains = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", metavar="FILE.png", help="Also draw a chart.")
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Counts by action, rule and day, with a terminal chart."""
+    where = _filter(
+        since, until, all_time, tenant, user, model, stage, action, rule, policy_digest, contains
+    )
+    engine = _engine(audit)
+    try:
+        with engine.connect() as conn:
+            counts = count_by(conn, where)
+    except Exception as exc:  # SQLAlchemy errors: unreachable store or no schema
+        fail(f"querying {escape(safe_url(engine.url))} failed: {escape(str(exc).splitlines()[0])}")
+    finally:
+        engine.dispose()
+    if json_output:
+        typer.echo(json.dumps(asdict(counts), indent=2))
+    else:
+        out.print(f"[bold]{counts.total} events[/]")
+        for title, group in (
+            ("by action", counts.by_action),
+            ("by rule", counts.by_rule),
+            ("by day", counts.by_day),
+        ):
+            out.print(f"[bold]{title}[/]")
+            top = max(group.values(), default=0)
+            for name, n in group.items():
+                out.print(f"  {escape(name):<24} {n:>8}  {_bar(n, top)}")
+    if plot is not None:
+        _plot(counts.by_day, counts.by_action, plot)
+
+
+def _plot(by_day: dict[str, int], by_action: dict[str, int], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        fail("--plot needs matplotlib (pip install matplotlib)")
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.bar(list(by_day), list(by_day.values()))
+    left.set_title("events per day (UTC)")
+    left.tick_params(axis="x", rotation=45)
+    right.bar(list(by_action), list(by_action.values()))
+    right.set_title("events by action")
+    figure.tight_layout()
+    try:
+        figure.savefig(path)
+    except OSError as exc:
+        fail(f"cannot write {escape(str(path))}: {escape(str(exc))}")
+    finally:
+        plt.close(figure)
+    err.print(f"chart written to {escape(str(path))}")
+
+
+@audit_app.command("tail")
+def audit_tail(
+    audit: AuditOption = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events.")
+    ] = False,
+    lines: Annotated[int, typer.Option("-n", min=0, help="Recent events to show first.")] = 10,
+    interval: Annotated[float, typer.Option("--interval", min=0.05, help="Poll seconds.")] = 1.0,
+    max_events: Annotated[
+        int | None, typer.Option("--max-events", min=1, help="Stop after this many.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or line.")] = "line",
+) -> None:
+    """Print the latest events; with -f, follow new ones as they are committed."""
+    if fmt not in ("jsonl", "line"):
+        fail(f"--format {escape(fmt)!r}: choose jsonl or line")
+    engine = _engine(audit)
+    printed = 0
+    seen: set[str] = set()
+    since: datetime | None = None
+
+    def show(event: StoredEvent) -> None:
+        if fmt == "jsonl":
+            typer.echo(json.dumps(event_dict(event), ensure_ascii=False))
+        else:
+            stamp = event.created_at.astimezone(UTC).isoformat(timespec="milliseconds")
+            typer.echo(
+                f"{stamp} {event.event_id} {event.tenant or '-'} {event.user or '-'} "
+                f"{event.action} {_rules(event) or '-'}"
+            )
+
+    try:
+        with engine.connect() as conn:
+            recent = list(iter_events(conn, EventFilter(), limit=lines))[::-1]
+        for event in recent:
+            if max_events is not None and printed >= max_events:
+                return
+            show(event)
+            printed += 1
+            seen.add(event.event_id)
+        since = recent[-1].created_at if recent else None
+        while follow and (max_events is None or printed < max_events):
+            time.sleep(interval)
+            # Events commit in batches whose created_at may predate the newest one shown:
+            # look back a little and skip what was already printed.
+            window = EventFilter(since=since - timedelta(seconds=30) if since else None)
+            with engine.connect() as conn:
+                new = [
+                    e
+                    for e in iter_events(conn, window, limit=None, newest_first=False)
+                    if e.event_id not in seen
+                ]
+            for event in new:
+                show(event)
+                printed += 1
+                seen.add(event.event_id)
+                since = max(since, event.created_at) if since else event.created_at
+                if max_events is not None and printed >= max_events:
+                    return
+    except KeyboardInterrupt:
+        return
+    except Exception as exc:  # SQLAlchemy errors: unreachable store or no schema
+        fail(f"reading {escape(safe_url(engine.url))} failed: {escape(str(exc).splitlines()[0])}")
+    finally:
+        engine.dispose()
+
+
+@audit_app.command("export")
+def audit_export(
+    audit: AuditOption = None,
+    since: Since = None,
+    until: Until = None,
+    all_time: AllTime = False,
+    tenant: Tenant = None,
+    user: User = None,
+    model: Model = None,
+    stage: Stage = None,
+    action: Action = None,
+    rule: Rule = None,
+    policy_digest: Digest = None,
+    contains: Contains = None,
+    output: Annotated[
+        Path | None, typer.Option("--out", "-o", help="File to write (default stdout).")
+    ] = None,
+) -> None:
+    """Export events as JSONL, each with an inclusion proof against the latest signed
+    checkpoint of its chain that covers it (``proof: null`` where none does yet)."""
+    where = _filter(
+        since, until, all_time, tenant, user, model, stage, action, rule, policy_digest, contains
+    )
+    engine = _engine(audit)
+    lines: list[str] = []
+    try:
+        with engine.connect() as conn:
+            events = list(iter_events(conn, where, limit=None, newest_first=False))
+            latest: dict[str, Checkpoint] = {}
+            for signed in load_checkpoints(conn):
+                latest[signed.chain_id] = signed  # ordered by size: the last is the largest
+            leaves = {
+                chain: chain_leaves(conn, chain, latest[chain].tree_size)
+                for chain in {e.chain_id for e in events}
+                if chain in latest
+            }
+    except Exception as exc:  # SQLAlchemy errors: unreachable store or no schema
+        fail(f"reading {escape(safe_url(engine.url))} failed: {escape(str(exc).splitlines()[0])}")
+    finally:
+        engine.dispose()
+    for event in events:
+        doc = event_dict(event)
+        checkpoint = latest.get(event.chain_id)
+        if checkpoint is not None and event.seq <= checkpoint.tree_size:
+            path = inclusion_proof(event.seq - 1, leaves[event.chain_id])
+            doc["proof"] = {
+                "leaf_index": event.seq - 1,
+                "tree_size": checkpoint.tree_size,
+                "proof": [p.hex() for p in path],
+                "checkpoint": checkpoint.to_dict(),
+            }
+        else:
+            doc["proof"] = None
+        lines.append(json.dumps(doc, ensure_ascii=False))
+    text = "".join(line + "\n" for line in lines)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot write {escape(str(output))}: {escape(str(exc))}")
+        err.print(f"{len(lines)} event(s) written to {escape(str(output))}")
+
+
+# --- retention and spill ----------------------------------------------------------------
+
+
+@audit_app.command("purge")
+def audit_purge(
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Age like 180d: bodies of older events go.")
+    ],
+    audit: AuditOption = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Remove old event bodies, keeping hashes and links so the log still verifies."""
+    try:
+        age = parse_age(older_than)
+    except AuditError as exc:
+        _audit_failed(exc)
+    if not yes and not typer.confirm(f"Remove the bodies of events older than {older_than}?"):
+        raise typer.Exit(1)
+    try:
+        result = purge_bodies(_url(audit), older_than=age)
+    except AuditError as exc:
+        _audit_failed(exc)
+    out.print(
+        f"purged the bodies of {result.events_purged} event(s) created before "
+        f"{result.cutoff.isoformat()} in {len(result.chains)} chain(s); recorded"
+    )
+
+
+@audit_app.command("replay-spill")
+def audit_replay_spill(
+    spill_dir: Annotated[Path, typer.Argument(help="The writers' spill folder.")],
+    audit: AuditOption = None,
+) -> None:
+    """Replay spill files left by writers that stopped during an outage (exactly once)."""
+    if not spill_dir.is_dir():
+        fail(f"no spill folder at {escape(str(spill_dir))}")
+    try:
+        with AuditStore(_url(audit), spill_dir=spill_dir) as store:
+            count = store.replay_spills()
+    except AuditError as exc:
+        _audit_failed(exc)
+    out.print(f"replayed {count} spilled event(s)")

@@ -153,3 +153,157 @@ def test_verify_refuses_a_database_without_the_schema(runner, tmp_path):
     result = runner.invoke(app, ["audit", "verify", "--audit", f"sqlite:///{tmp_path}/empty.db"])
     assert result.exit_code == 2
     assert "guardrails db upgrade" in result.output
+
+
+@pytest.fixture
+def log_url(tmp_path) -> str:
+    """A SQLite log with three events (one blocked with a finding) and a signing key."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    with AuditStore(url, auto_upgrade=True) as store:
+        store.record_policy(DIGEST, "default", "1", "rules: []\n")
+        with store.writer() as writer:
+            for i, action in enumerate(["allow", "block", "allow"]):
+                findings = (
+                    ({"rule_id": "pii.email", "stage": "input", "spans": [[6, 11]]},)
+                    if action == "block"
+                    else ()
+                )
+                writer.write(
+                    AuditEvent(
+                        request_id=f"r{i}",
+                        policy_name="default",
+                        policy_version="1",
+                        policy_digest=DIGEST,
+                        action=action,
+                        tenant="acme" if i else "globex",
+                        prompt=f"mail: a@b.c #{i}",
+                        findings=findings,
+                    )
+                )
+    return url
+
+
+def _ids(runner, url: str, *args: str) -> list[str]:
+    result = runner.invoke(app, ["audit", "query", "--audit", url, "-f", "jsonl", *args])
+    assert result.exit_code == 0, result.output
+    return [json.loads(line)["event_id"] for line in result.output.splitlines()]
+
+
+def test_query_filters_and_formats(runner, log_url):
+    """Filters narrow the result; JSON, JSONL and CSV carry the same events."""
+    assert len(_ids(runner, log_url)) == 3
+    assert len(_ids(runner, log_url, "--tenant", "acme")) == 2
+    assert len(_ids(runner, log_url, "--rule", "pii.email", "--action", "block")) == 1
+    assert _ids(runner, log_url, "--until", "1d") == []
+    as_json = runner.invoke(app, ["audit", "query", "--audit", log_url, "-f", "json"])
+    assert len(json.loads(as_json.output)) == 3
+    as_csv = runner.invoke(app, ["audit", "query", "--audit", log_url, "-f", "csv"])
+    assert as_csv.output.splitlines()[0].startswith("event_id,created_at")
+    assert len(as_csv.output.splitlines()) == 4
+    table = runner.invoke(app, ["audit", "query", "--audit", log_url, "--limit", "2"])
+    assert table.exit_code == 0
+    assert "--page 2 for more" in table.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--since", "yesterday-ish"], "expected an ISO time"),
+        (["--stage", "middle"], "not one of input, output"),
+        (["-f", "xml"], "choose one of"),
+        (["--since", "1h", "--until", "2h"], "is not before"),
+    ],
+)
+def test_bad_query_filters_exit_2_with_a_message(runner, log_url, args, message):
+    """Bad filters are one-line errors with exit code 2, never tracebacks."""
+    result = runner.invoke(app, ["audit", "query", "--audit", log_url, *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_show_event_and_unknown_id(runner, log_url):
+    """show prints the whole event; an unknown id exits 2 naming it."""
+    (blocked,) = _ids(runner, log_url, "--action", "block")
+    shown = runner.invoke(app, ["audit", "show", blocked, "--audit", log_url])
+    assert shown.exit_code == 0
+    assert "pii.email" in shown.output
+    assert blocked in shown.output
+    missing = runner.invoke(app, ["audit", "show", "nope", "--audit", log_url])
+    assert missing.exit_code == 2
+    assert "no event with id 'nope'" in missing.output
+
+
+def test_checkpoint_prove_check_proof_and_verify(runner, log_url, tmp_path):
+    """keygen, checkpoint, prove, then check-proof offline; a forged proof exits 1."""
+    key = tmp_path / "audit.key"
+    assert runner.invoke(app, ["audit", "keygen", str(key)]).exit_code == 0
+    signed = runner.invoke(app, ["audit", "checkpoint", "--key", str(key), "--audit", log_url])
+    assert "1 checkpoint(s) signed" in signed.output
+    event_id = _ids(runner, log_url)[0]
+    proof = runner.invoke(app, ["audit", "prove", event_id, "--audit", log_url])
+    assert proof.exit_code == 0, proof.output
+    path = tmp_path / "proof.json"
+    path.write_text(proof.output)
+    pub = f"{key}.pub"
+    ok = runner.invoke(app, ["audit", "check-proof", str(path), "--public-key", pub])
+    assert ok.exit_code == 0, ok.output
+    doc = json.loads(proof.output)
+    doc["event_hash"] = "11" * 32
+    path.write_text(json.dumps(doc))
+    bad = runner.invoke(app, ["audit", "check-proof", str(path), "--public-key", pub])
+    assert bad.exit_code == 1
+    assert "INVALID" in bad.output
+    verified = runner.invoke(app, ["audit", "verify", "--audit", log_url, "--public-key", pub])
+    assert verified.exit_code == 0
+    assert "1 signed checkpoints" in verified.output
+    unknown = runner.invoke(app, ["audit", "prove", "nope", "--audit", log_url])
+    assert unknown.exit_code == 2
+
+
+def test_stats_json_and_plot(runner, log_url, tmp_path):
+    """stats counts by action and rule, and writes a PNG with --plot."""
+    plot = tmp_path / "s.png"
+    result = runner.invoke(
+        app, ["audit", "stats", "--audit", log_url, "--json", "--plot", str(plot)]
+    )
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.output[: result.output.rindex("}") + 1])
+    assert counts["by_action"] == {"allow": 2, "block": 1}
+    assert counts["by_rule"] == {"pii.email": 1}
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_tail_follow_stops_after_max_events(runner, log_url):
+    """tail -f prints the last event, follows to one more, then stops at --max-events."""
+    follow = ["-f", "--interval", "0.05", "--max-events", "2", "--format", "jsonl"]
+    result = runner.invoke(app, ["audit", "tail", "--audit", log_url, "-n", "1", *follow])
+    assert result.exit_code == 0, result.output
+    assert len(result.output.splitlines()) == 2
+
+
+def test_export_with_proofs_and_purge(runner, log_url, tmp_path):
+    """export carries a checkable proof per event; purge keeps the log verifiable."""
+    key = tmp_path / "k"
+    runner.invoke(app, ["audit", "keygen", str(key)])
+    runner.invoke(app, ["audit", "checkpoint", "--key", str(key), "--audit", log_url])
+    exported = runner.invoke(app, ["audit", "export", "--audit", log_url])
+    docs = [json.loads(line) for line in exported.output.splitlines()]
+    assert len(docs) == 3
+    assert all(doc["proof"]["tree_size"] == 3 for doc in docs)
+    purged = runner.invoke(
+        app, ["audit", "purge", "--older-than", "1s", "--yes", "--audit", log_url]
+    )
+    assert purged.exit_code == 0, purged.output
+    bad_age = runner.invoke(app, ["audit", "purge", "--older-than", "soon", "--yes"])
+    assert bad_age.exit_code == 2
+    assert runner.invoke(app, ["audit", "verify", "--audit", log_url]).exit_code == 0
+
+
+def test_query_against_missing_database_exits_2(runner, tmp_path):
+    """Querying a SQLite file that does not exist is an error, and creates nothing."""
+    url = f"sqlite:///{tmp_path / 'none.db'}"
+    result = runner.invoke(app, ["audit", "query", "--audit", url])
+    assert result.exit_code == 2
+    assert "no audit database" in result.output
+    assert not (tmp_path / "none.db").exists()
