@@ -238,8 +238,13 @@ def render_model_card(config: Mapping[str, Any], *, title: str) -> str:
             f"{mm['recall']:.3f}, F1 {mm['f1']:.3f}, AUPRC {mm['auprc']:.3f}.",
             "",
         ]
-    if "int8" in config:
-        lines += ["## INT8", "", str(config["int8"]), ""]
+    if "speed" in config:
+        lines += [
+            "## Speed and INT8 (from `bench/bench_classifier.py`)",
+            "",
+            *[f"- {k}: {v}" for k, v in config["speed"].items()],
+            "",
+        ]
     lines += ["## Known weaknesses", "", *[f"- {w}" for w in WEAKNESSES.get(kind, [])], ""]
     lines += [
         "These figures come from templated and package-shipped data, not from real traffic: "

@@ -92,7 +92,8 @@ class MiniLMEncoder:
             raise ClassifierError(
                 "the 'minilm' classifier needs transformers: pip install transformers"
             ) from exc
-        hf_logging.disable_progress_bar()  # a library should not draw on the caller's terminal
+        # a library should not draw progress bars on the caller's terminal
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         path = minilm_dir()
         self.tokenizer: Any = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         self.model: Any = AutoModel.from_pretrained(str(path), local_files_only=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import shutil
 
 import pytest
@@ -183,3 +184,16 @@ def test_minilm_option_loads_offline_and_scores():
     assert "prompt_injection" in clf.over_threshold(jailbreak)
     assert clf.over_threshold(benign) == []
     assert len(clf.digest) == 64
+
+
+def test_thread_settings_follow_the_request():
+    """configure_threads sets torch's intra-op threads and refuses nonsense."""
+    import torch
+
+    from guardrails.classifier.runtime import available_cpus, configure_threads
+
+    assert 1 <= available_cpus() <= len(os.sched_getaffinity(0))
+    assert configure_threads(1) == 1
+    assert torch.get_num_threads() == 1
+    with pytest.raises(ClassifierError, match="num_threads"):
+        configure_threads(0)
