@@ -1,7 +1,10 @@
 """The tamper-evident audit log: durable group-commit writers, hash chains, verification.
 
-A library of its own (it never imports ``guardrails``). The schema is owned by the Alembic
-migrations in ``migrations/``; `upgrade` applies them programmatically.
+Also: spill mode for store outages (`AuditStore(..., spill_dir=...)`), RFC 6962 Merkle trees
+with Ed25519-signed checkpoints and offline-checkable proofs (`audit.checkpoint`), retention
+purges that keep the log verifiable (`audit.retention`), and the queries behind the audit
+CLI (`audit.query`). A library of its own (it never imports ``guardrails``). The schema is
+owned by the Alembic migrations in ``migrations/``; `upgrade` applies them programmatically.
 """
 
 from __future__ import annotations
