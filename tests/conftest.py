@@ -61,7 +61,8 @@ def pg_url(pg_database_url: str) -> str:
         with engine.begin() as conn:
             conn.execute(
                 text(
-                    "TRUNCATE audit_events, audit_chains, audit_policies, audit_checkpoints, audit_purges"
+                    "TRUNCATE audit_events, audit_chains, audit_policies, "
+                    "audit_checkpoints, audit_purges"
                 )
             )
     finally:
