@@ -14,37 +14,19 @@ on a shared, noisy machine:
 from __future__ import annotations
 
 import argparse
-import io
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from ruamel.yaml import YAML
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import mixed_text, texts
 from machine import describe
+from variants import policy_variant
 
 from guardrails import Guard, Stage
-from guardrails.policy import Policy, default_policy_path
-
-
-def _variant(*, anchors: bool, normalization: bool) -> Policy:
-    yaml = YAML(typ="rt")
-    data = yaml.load(default_policy_path().read_text(encoding="utf-8"))
-    for rule in data["rules"]:
-        if not anchors:
-            rule.pop("anchors", None)
-        if not normalization:
-            rule["normalization"] = []
-    if not normalization:
-        data["settings"]["normalization"] = []
-    buffer = io.StringIO()
-    yaml.dump(data, buffer)
-    name = f"default{'' if anchors else '-no-anchors'}{'' if normalization else '-raw'}"
-    return Policy.from_content(buffer.getvalue(), path=name)
+from guardrails.policy import default_policy_path, load_policy
 
 
 def _latencies(guard: Guard, samples: list[str], rounds: int) -> list[float]:
@@ -69,9 +51,9 @@ def main() -> None:
 
     print(describe("regex", "pydantic", "sqlalchemy", "guardrail-layer"))
     guards = {
-        "default policy": Guard(Policy.from_path(default_policy_path())),
-        "without anchors": Guard(_variant(anchors=False, normalization=True)),
-        "without normalization": Guard(_variant(anchors=True, normalization=False)),
+        "default policy": Guard(load_policy()),
+        "without anchors": Guard(policy_variant(load_policy(), anchors=False)),
+        "without normalization": Guard(policy_variant(load_policy(), normalization=False)),
     }
     samples = texts(count, 1024)
     for guard in guards.values():  # warm caches (the NFKC table, compiled patterns)

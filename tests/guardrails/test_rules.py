@@ -6,30 +6,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from ruamel.yaml import YAML
 
 from guardrails import Stage
-from guardrails.policy import Policy, default_policy_path
+from guardrails.policy import Policy, load_policy
 from guardrails.rules import RuleEngine, keyword_pattern
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from corpus import mixed_text
+from variants import policy_variant
 
-
-def _without_anchors() -> Policy:
-    yaml = YAML(typ="rt")
-    data = yaml.load(default_policy_path().read_text(encoding="utf-8"))
-    for rule in data["rules"]:
-        rule.pop("anchors", None)
-    import io
-
-    buffer = io.StringIO()
-    yaml.dump(data, buffer)
-    return Policy.from_content(buffer.getvalue())
-
-
-ANCHORED = RuleEngine(Policy.from_path(default_policy_path()))
-PLAIN = RuleEngine(_without_anchors())
+ANCHORED = RuleEngine(load_policy())
+PLAIN = RuleEngine(policy_variant(load_policy(), anchors=False))
 
 
 @pytest.mark.parametrize("seed", range(12))

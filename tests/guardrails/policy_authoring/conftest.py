@@ -56,7 +56,7 @@ def overlay(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def default_copy(tmp_path: Path) -> Path:
-    """A writable copy of the shipped default policy."""
-    target = tmp_path / "default.yaml"
-    shutil.copy(shipped_policy_dir() / "default.yaml", target)
+    """A writable copy of the shipped pii pack (where the default PII rules are declared)."""
+    target = tmp_path / "pii.yaml"
+    shutil.copy(shipped_policy_dir() / "pii.yaml", target)
     return target

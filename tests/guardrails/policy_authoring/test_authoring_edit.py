@@ -24,7 +24,7 @@ def _changed_lines(before: str, after: str) -> list[tuple[str, str]]:
 
 
 def test_set_rule_field_changes_one_line_of_default(default_copy):
-    """Setting a rule's action in the shipped default changes exactly that line."""
+    """Setting a rule's action in a shipped pack changes exactly that line."""
     before = default_copy.read_text(encoding="utf-8")
     edit = set_value(default_copy, "rules[pii.email].action", "block")
     after = default_copy.read_text(encoding="utf-8")
