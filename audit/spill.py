@@ -221,7 +221,10 @@ def replay_orphans(
                 continue  # a live writer holds it
             if not path.exists():  # replayed and removed by someone else before our lock
                 continue
-            header, rows = _read(path)
+            try:
+                header, rows = _read(path)
+            except (OSError, ValueError) as exc:
+                raise AuditStoreError(f"spill file {path} is unreadable: {exc}") from exc
             try:
                 with engine.connect() as conn:
                     conn.execution_options(**{IMMEDIATE: True})

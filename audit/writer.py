@@ -296,8 +296,8 @@ class AuditWriter:
                 self.replayed += replay_orphans(
                     self._engine, self._spill.directory, skip=self.chain_id
                 )
-            except AuditError:
-                return  # still down (or a bad file): try again later
+            except Exception:  # still down, or a bad file: try later; never kill the thread
+                return
             self._orphans_pending = False
 
     def _connection(self) -> Connection:

@@ -202,3 +202,18 @@ def test_postgres_outage_under_load(mode, tmp_path, pg_proxy, make_event, policy
         assert set(stored) == set(acked)
     else:
         assert failures  # refused while the store was down: fail closed
+
+
+def test_unreadable_orphan_does_not_stop_the_writer(
+    tmp_path, sqlite_url, make_event, policy_digest
+):
+    """A corrupt spill file is reported by replay_spills and never kills a writer."""
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    (spill / "bad.spill").write_text("not json\n")
+    with AuditStore(sqlite_url, spill_dir=spill) as store:
+        store.record_policy(policy_digest, "default", "1.0", "rules: []\n")
+        with store.writer() as writer:
+            assert writer.write(make_event()).spilled is False
+        with pytest.raises(AuditStoreError, match="unreadable"):
+            store.replay_spills()
