@@ -39,7 +39,15 @@ from guardrails.decision import (
 )
 from guardrails.exceptions import AuditUnavailable, Blocked, GeneratorError, GuardInputError
 from guardrails.logs import get_logger
-from guardrails.policy import AuditStorage, Mode, OnError, Policy, Rule, load_policy
+from guardrails.policy import (
+    AuditOutage,
+    AuditStorage,
+    Mode,
+    OnError,
+    Policy,
+    Rule,
+    load_policy,
+)
 from guardrails.rules import RuleEngine
 from guardrails.streaming import StreamChecker
 
@@ -219,7 +227,13 @@ class Guard:
         if isinstance(audit, str):
             from audit import AuditStore
 
-            store = AuditStore(audit, hmac_key=hmac_key, auto_upgrade=True)
+            audit_settings = loaded.settings.audit
+            spill_dir = (
+                Path(audit_settings.spill_dir)
+                if audit_settings.outage is AuditOutage.SPILL
+                else None
+            )
+            store = AuditStore(audit, hmac_key=hmac_key, auto_upgrade=True, spill_dir=spill_dir)
             store.record_policy(loaded.digest, loaded.name, loaded.version, loaded.source)
             writer = store.writer()
             sink = writer

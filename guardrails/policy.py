@@ -55,12 +55,31 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
 
 
+class AuditOutage(enum.StrEnum):
+    """What happens to calls while the audit store is unreachable."""
+
+    FAIL_CLOSED = "fail_closed"
+    SPILL = "spill"
+
+
 class AuditSettings(_Model):
     """What the audit log records for calls under this policy."""
 
     store: AuditStorage = Field(
         AuditStorage.REDACTED,
         description="Text kept in the audit log: full text, the redacted text, or a SHA-256.",
+    )
+    outage: AuditOutage = Field(
+        AuditOutage.FAIL_CLOSED,
+        description=(
+            "fail_closed: while the store is down, calls follow on_error (refused by default)."
+            " spill: events go to an fsynced local spill file and are replayed, exactly once,"
+            " when the store is back; calls go on."
+        ),
+    )
+    spill_dir: str = Field(
+        "guardrails-spill",
+        description="Folder of spill files (relative to the working directory) in spill mode.",
     )
 
 

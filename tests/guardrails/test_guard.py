@@ -373,3 +373,32 @@ def test_async_stream_outcome_after_mid_stream_block(guard):
     assert stream.outcome.verdict.rule_ids == ("secret.private_key",)
     assert "BEGIN" not in released
     assert stream.outcome.text == released
+
+
+def test_spill_mode_keeps_calls_going_through_an_outage(tmp_path, monkeypatch):
+    """With audit.outage: spill, calls go on while the store is locked; events land later."""
+    import sqlite3
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    policy = Policy.from_content(
+        "name: s\nsettings: {audit: {outage: spill, spill_dir: spill}}\nrules: []\n"
+    )
+    url = f"sqlite:///{tmp_path / 'audit.db'}?timeout=0.2"
+    guard = Guard.from_policy(policy, audit=url)
+    guarded = guard.wrap(FakeGenerator(["ok"]))
+    assert guarded("before") == "ok"
+    blocker = sqlite3.connect(tmp_path / "audit.db", isolation_level=None)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")
+        assert [guarded(f"during {i}") for i in range(3)] == ["ok"] * 3
+        assert list((tmp_path / "spill").glob("*.spill"))
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    time.sleep(0.3)
+    assert guarded("after") == "ok"
+    guard.close()
+    events = _events(url)
+    assert [e.prompt for e in events] == ["before", "during 0", "during 1", "during 2", "after"]
+    assert verify_chain(url).ok
