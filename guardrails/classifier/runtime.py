@@ -293,6 +293,7 @@ def _build_fast(config: Mapping[str, Any], tensors: dict[str, torch.Tensor], int
         dim=int(hp["dim"]),
         hidden=int(hp["hidden"]),
         n_out=len(config["categories"]),
+        pool=str(hp.get("pool", "mean+max")),
     )
     _load_state(net, tensors)
     module: nn.Module = quantize_int8(net.eval()) if int8 else net.eval()

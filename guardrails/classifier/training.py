@@ -49,6 +49,7 @@ class FastConfig:
     batch_size: int = 64
     lr: float = 1e-2
     dropout: float = 0.3
+    pool: str = "mean+max"
     # Short windows keep a short payload from being averaged away by the benign text around
     # it (the bag's mean); a 500-character text is still one window.
     window_chars: int = 512
@@ -142,6 +143,7 @@ def train_fast(
         hidden=cfg.hidden,
         n_out=len(CATEGORIES),
         dropout=cfg.dropout,
+        pool=cfg.pool,
     )
     opt_sparse = torch.optim.SparseAdam([net.embedding], lr=cfg.lr)
     opt_dense = torch.optim.Adam(net.mlp.parameters(), lr=cfg.lr)
