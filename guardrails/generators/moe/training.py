@@ -333,6 +333,30 @@ def write_plots(report: TrainReport, out: Path) -> list[Path]:
     return written
 
 
+def _command_line(settings: TrainSettings) -> str:
+    """The ``guardrails train generator`` call that reproduces ``settings``."""
+    flags = [
+        f"--steps {settings.steps}",
+        f"--batch-size {settings.batch_size}",
+        f"--seq-len {settings.seq_len}",
+        f"--lr {settings.lr:g}",
+        f"--vocab-size {settings.vocab_size}",
+        f"--hidden-size {settings.hidden_size}",
+        f"--layers {settings.num_layers}",
+        f"--heads {settings.num_heads}",
+        f"--kv-heads {settings.num_kv_heads}",
+        f"--experts {settings.num_experts}",
+        f"--top-k {settings.top_k}",
+        f"--expert-size {settings.moe_intermediate_size}",
+        f"--shared-size {settings.shared_intermediate_size}",
+        f"--threads {settings.threads}",
+        f"--seed {settings.seed}",
+    ]
+    if settings.max_seconds:
+        flags.append(f"--max-minutes {settings.max_seconds / 60:g}")
+    return "guardrails train generator --out DIR " + " ".join(flags)
+
+
 def _licence_lines(corpus: str) -> list[str]:
     if corpus != DEFAULT_CORPUS_NAME:
         return [
@@ -384,6 +408,7 @@ def write_model_card(
         f"- `guardrails train generator`: {report.steps} steps of batch {settings.batch_size} x "
         f"{settings.seq_len} tokens, AdamW (lr {settings.lr}, cosine), seed {settings.seed}, "
         f"{settings.threads} CPU thread(s), {report.seconds / 60:.1f} minutes.",
+        "- Command: `" + _command_line(settings) + "`.",
         f"- Held-out cross-entropy {report.heldout_loss:.3f} nats/token, perplexity "
         f"{report.heldout_perplexity:.1f}.",
         "- `loss_curve.png`: training and held-out loss; `expert_load.png`: share of routed",
