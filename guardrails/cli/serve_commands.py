@@ -78,6 +78,9 @@ def serve(
     insecure_no_auth: Annotated[
         bool, typer.Option(help="Serve without API keys (development only).")
     ] = False,
+    no_audit: Annotated[
+        bool, typer.Option(help="Keep no audit log (benchmarks, development only).")
+    ] = False,
 ) -> None:
     """Run the OpenAI-compatible guard proxy in front of an upstream or a generator."""
     setup_cli_logging()
@@ -101,7 +104,7 @@ def serve(
             upstream=upstream,
             upstream_key=upstream_key,
             generator=generator,
-            audit=audit or default_audit_url(),
+            audit=None if no_audit else (audit or default_audit_url()),
             keys_file=str(keys_file) if keys_file is not None else None,
             allow_anonymous=insecure_no_auth,
             models=tuple(model or ()),

@@ -48,11 +48,13 @@ class FakeUpstream:
         models: tuple[str, ...] = ("fake-model",),
         api_key: str | None = None,
         chunk_size: int = 4,
+        chunk_delay_s: float = 0.0,
         record: bool = True,
     ) -> None:
         self.models = models
         self.api_key = api_key
         self.chunk_size = chunk_size
+        self.chunk_delay_s = chunk_delay_s
         self.record = record
         self.requests: list[dict[str, Any]] = []
         self.port = 0
@@ -159,6 +161,8 @@ class FakeUpstream:
             )
         for start in range(0, len(reply), self.chunk_size):
             piece = reply[start : start + self.chunk_size]
+            if self.chunk_delay_s:
+                await asyncio.sleep(self.chunk_delay_s)  # paced like a model's tokens
             await send(
                 {"index": 0, "delta": {"content": piece}, "finish_reason": None}
                 if chat
@@ -219,9 +223,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--chunk-size", type=int, default=4)
+    parser.add_argument("--chunk-delay-ms", type=float, default=0.0)
     args = parser.parse_args()
     web.run_app(
-        FakeUpstream(chunk_size=args.chunk_size, record=False).app(),
+        FakeUpstream(
+            chunk_size=args.chunk_size, chunk_delay_s=args.chunk_delay_ms / 1000, record=False
+        ).app(),
         host="127.0.0.1",
         port=args.port,
         access_log=None,
