@@ -232,7 +232,9 @@ class GuardedCall:
                 outage (503).
         """
         call = self._call()
-        guarded: Callable[..., Awaitable[str]] = self.slot.guard.wrap(_complete)
+        guarded: Callable[..., Awaitable[str]] | None = self.slot.wrapped.get("complete")
+        if guarded is None:
+            guarded = self.slot.wrapped["complete"] = self.slot.guard.wrap(_complete)
         refused = False
         try:
             with self._context():
@@ -379,7 +381,9 @@ class GuardedStreamResponse:
         guard = g.slot.guard
         input_action = guard.check(g.prompt, Stage.INPUT).action.value
         headers = guard_headers(g.request_id, g.slot, input_action)
-        stream_fn: Callable[..., AsyncIterator[str]] = guard.wrap(_stream)
+        stream_fn: Callable[..., AsyncIterator[str]] | None = g.slot.wrapped.get("stream")
+        if stream_fn is None:
+            stream_fn = g.slot.wrapped["stream"] = guard.wrap(_stream)
         with g._context():
             chunks = stream_fn(g.prompt, call=call)
             try:

@@ -102,6 +102,8 @@ class GuardSlot:
     guard: Guard
     sink: ObservingSink
     stamp: tuple[int, int]
+    #: The guard's wrappers around the proxy's upstream calls, built once per guard.
+    wrapped: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@
 ``/v1/models`` from the last user message, so a test can script the model's answer:
 
 - ``say: TEXT``: answer TEXT (the rest of the message);
+- ``slowsay: TEXT``: the same, streamed with 50 ms between chunks;
 - ``sleep: SECONDS``: wait that long first (time-outs);
 - ``fail: STATUS``: answer with that HTTP status and an OpenAI-style error;
 - anything else: answer ``echo: <message>``.
@@ -112,7 +113,7 @@ class FakeUpstream:
         if command == "fail":
             status = int(argument.strip().split()[0])
             return self._error(status, "scripted failure", "scripted")
-        reply = argument.strip() if command == "say" else f"echo: {text}"
+        reply = argument.strip() if command in ("say", "slowsay") else f"echo: {text}"
         ident, created = f"fake-{uuid.uuid4().hex[:12]}", int(time.time())
         usage = {
             "prompt_tokens": len(text.split()),
@@ -161,8 +162,9 @@ class FakeUpstream:
             )
         for start in range(0, len(reply), self.chunk_size):
             piece = reply[start : start + self.chunk_size]
-            if self.chunk_delay_s:
-                await asyncio.sleep(self.chunk_delay_s)  # paced like a model's tokens
+            delay = 0.05 if command == "slowsay" else self.chunk_delay_s
+            if delay:
+                await asyncio.sleep(delay)  # paced like a model's tokens
             await send(
                 {"index": 0, "delta": {"content": piece}, "finish_reason": None}
                 if chat

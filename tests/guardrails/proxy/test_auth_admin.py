@@ -149,3 +149,40 @@ def test_metrics_exposition(proxy, keys):
     assert "guardrails_upstream_seconds_count" in text
     assert "guardrails_audit_commit_seconds_count" in text
     assert 'guardrails_stage_seconds_bucket{stage="input",le="+Inf"}' in text
+
+
+def test_client_disconnect_mid_stream_is_audited(proxy, keys):
+    """A client that hangs up mid-stream stops the upstream read; the audit event records
+    how much was released."""
+    import json
+    import time
+
+    text = "word " * 60
+    with httpx.stream(
+        "POST",
+        f"{proxy.url}/chat/completions",
+        headers={"Authorization": f"Bearer {keys.tenant_a}"},
+        json={
+            "model": "fake-model",
+            "messages": [{"role": "user", "content": f"slowsay: {text}"}],
+            "stream": True,
+        },
+        timeout=10,
+    ) as response:
+        rid = response.headers["x-guardrails-request-id"]
+        lines = response.iter_lines()
+        first = next(line for line in lines if line.startswith("data: "))
+        assert json.loads(first[6:])["choices"][0]["delta"]["role"] == "assistant"
+    deadline = time.monotonic() + 10
+    while True:
+        events = httpx.get(
+            f"{proxy.root}/admin/audit",
+            params={"request_id": rid},
+            headers={"Authorization": f"Bearer {keys.admin_all}"},
+        ).json()["events"]
+        if events:
+            break
+        assert time.monotonic() < deadline, "the interrupted stream was never audited"
+        time.sleep(0.1)
+    assert events[0]["streamed"] is True
+    assert events[0]["released_chars"] < len(text.strip())
