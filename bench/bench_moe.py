@@ -163,11 +163,11 @@ def compare_moe_dense(tokens: int, threads: int, rounds: int, *, scale: int = 1)
         f"{cfg.num_layers} layers; random weights)"
     )
     print(
-        f"{'model':<20}{'params':>10}{'active':>10}{'tok/s b1':>10}{'tok/s b8':>10}{'peak MB':>9}"
+        f"{'model':<20}{'params':>12}{'active':>12}{'tok/s b1':>10}{'tok/s b8':>10}{'peak MB':>9}"
     )
     for name, r in rows.items():
         print(
-            f"{name:<20}{r['params']:>10,}{r['active']:>10,}{r['tok_s_b1']:>10.1f}"
+            f"{name:<20}{r['params']:>12,}{r['active']:>12,}{r['tok_s_b1']:>10.1f}"
             f"{r['tok_s_b8']:>10.1f}{r['peak_mb']:>9.1f}"
         )
     for name in ("dense_same_active", "dense_same_total"):
