@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 CONFIG_ENV = "GUARDRAILS_PROXY_CONFIG"
@@ -46,7 +46,6 @@ class ProxyConfig:
     upstream_connect_timeout_s: float = 5.0
     upstream_pool_size: int = 256
     reload_interval_s: float = 2.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         problems: list[str] = []

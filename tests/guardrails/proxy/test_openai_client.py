@@ -194,3 +194,24 @@ def test_healthz_needs_no_key(proxy):
     response = httpx.get(f"{proxy.root}/healthz")
     assert response.status_code == 200
     assert response.headers["x-guardrails-request-id"]
+
+
+def test_streaming_completions_mid_stream_block(client):
+    """Legacy completion streams go through the same stream check: blocked mid-stream."""
+    chunks = list(
+        client.completions.create(
+            model="fake-model", prompt="say: all fine here, the launch code is 42", stream=True
+        )
+    )
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert "launch" not in text
+    assert chunks[-1].choices[0].finish_reason == "content_filter"
+
+
+def test_streaming_upstream_failure_before_first_chunk(client):
+    """An upstream failure before any chunk is a plain 502 error, not a broken stream."""
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(
+            model="fake-model", messages=[{"role": "user", "content": "fail: 503"}], stream=True
+        )
+    assert caught.value.status_code == 502
