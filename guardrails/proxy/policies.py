@@ -148,6 +148,9 @@ class PolicyRegistry:
 
     def _build(self, spec: str | None, policy: Policy) -> GuardSlot:
         """A guard for ``policy`` (blocking: opens the audit store)."""
+        # The guard imports `audit` when it builds its first event; do it here, off the loop.
+        import audit  # noqa: F401
+
         guard = Guard.from_policy(policy, audit=self.audit_url, on_block="raise")
         sink = ObservingSink(guard.audit, self.metrics)
         guard.audit = sink
