@@ -235,6 +235,12 @@ def demo(
                     f" (request {exc.request_id[:12]})"
                 )
         out.print()
+        out.print("[bold]outputs are checked too: a reply that leaks an address and a key[/]")
+        from guardrails.generators.example import support_bot
+
+        leaky = guard.wrap(support_bot, model="example")("I forgot my password")
+        out.print(f"  output  < {leaky}")
+        out.print()
         out.print("[bold]a stream: chunks are released only after they pass the output check[/]")
         out.print("  output  < ", end="")
         try:

@@ -147,4 +147,5 @@ def test_demo_runs_on_embedded_defaults(runner, tmp_path):
     assert result.exit_code == 0, result.output
     assert "blocked" in result.output
     assert "intact" in result.output
-    assert verify_chain(url).events_checked == 5
+    assert "[AWS_KEY]" in result.output
+    assert verify_chain(url).events_checked == 6
