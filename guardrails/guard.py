@@ -196,6 +196,7 @@ class Guard:
         self._unwritten: deque[AuditEvent] = deque()
         self._unwritten_lock = threading.Lock()
         self._closers: list[Callable[[], None]] = []
+        self._record_policy: Callable[[str, str, str, str], None] | None = None
 
     # --- construction ------------------------------------------------------------------------
 
@@ -239,9 +240,29 @@ class Guard:
             sink = writer
             closers = [writer.close, store.close]
         else:
+            store = None
             sink = audit
         guard = cls(loaded, audit=sink, classifier=classifier, on_block=on_block, model=model)
         guard._closers = closers
+        guard._record_policy = store.record_policy if store is not None else None
+        return guard
+
+    def with_policy(self, policy: Policy) -> Guard:
+        """A guard for ``policy`` sharing this one's audit writer (one chain), classifier and
+        options: what a hot reload swaps in. The new policy's text is recorded first.
+
+        The returned guard owns nothing: close this (the original) guard, last.
+        """
+        if self._record_policy is not None:
+            self._record_policy(policy.digest, policy.name, policy.version, policy.source)
+        guard = Guard(
+            policy,
+            audit=self.audit,
+            classifier=self._classifier,
+            on_block=self.on_block,
+            model=self.model,
+        )
+        guard._record_policy = self._record_policy
         return guard
 
     def close(self) -> None:
@@ -520,7 +541,7 @@ class Guard:
                     step = checker.finish()
                     if step.text:
                         yield step.text
-            except GeneratorExit:
+            except (GeneratorExit, asyncio.CancelledError):
                 call.error = "stream closed by the caller"
                 raise
             except GuardInputError as exc:
@@ -649,7 +670,7 @@ class Guard:
                     step = checker.finish()
                     if step.text:
                         yield step.text
-            except GeneratorExit:
+            except (GeneratorExit, asyncio.CancelledError):
                 call.error = "stream closed by the caller"
                 raise
             except GuardInputError as exc:

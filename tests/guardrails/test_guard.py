@@ -402,3 +402,47 @@ def test_spill_mode_keeps_calls_going_through_an_outage(tmp_path, monkeypatch):
     events = _events(url)
     assert [e.prompt for e in events] == ["before", "during 0", "during 1", "during 2", "after"]
     assert verify_chain(url).ok
+
+
+def test_with_policy_shares_the_audit_chain(guard, audit_url):
+    """A guard for a new policy (a hot reload) writes to the same chain and records its policy."""
+    stricter = Policy.from_content("name: strict\nrules:\n  - {id: no-cats, keywords: [cat]}\n")
+    reloaded = guard.with_policy(stricter)
+    guard.wrap(FakeGenerator(["ok"]))("a cat")
+    with pytest.raises(Blocked):
+        reloaded.wrap(FakeGenerator(["ok"]))("a cat")
+    events = _events(audit_url)
+    assert [e.policy_name for e in events] == ["default", "strict"]
+    report = verify_chain(audit_url)
+    assert report.ok
+    assert report.chains_checked == 1
+    store = AuditStore(audit_url)
+    try:
+        assert store.get_policy_text(stricter.digest) == stricter.source
+    finally:
+        store.close()
+
+
+def test_cancelled_async_stream_is_audited_as_closed(guard, audit_url):
+    """A client that goes away mid-stream (task cancelled) leaves an event saying so."""
+
+    async def slow(prompt: str):
+        for word in ["one ", "two ", "three ", "four "] * 20:
+            await asyncio.sleep(0.005)
+            yield word
+
+    async def main():
+        async def consume():
+            async for _ in guard.wrap(slow)("hi"):
+                pass
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    (event,) = _events(audit_url)
+    assert event.error == "stream closed by the caller"
+    assert 0 < event.released_chars < len("one two three four " * 20)
