@@ -1,0 +1,158 @@
+"""The privacy report written beside trained weights, and its record in the audit database.
+
+A report is what an auditor needs to check a run's privacy claim: the (ε, δ) the accountant
+computed, how it got there (noise multiplier, sampling rate, steps, clipping norm,
+accountant), what it was trained on (record count, SHA-256 of the data file) and with which
+library versions. A non-private run writes one too, with ``dp`` false and ε None, so every
+model carries its provenance. Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from guardrails.privacy.data import file_sha256
+from guardrails.privacy.errors import PrivacyError
+
+REPORT_FILE = "privacy_report.json"
+PROVENANCE_POLICY = "model-provenance"
+REPORT_FORMAT = 1
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a privacy claim depends on (missing ones are left out)."""
+    out = {"python": platform.python_version()}
+    for dist in ("torch", "opacus", "numpy", "guardrail-layer"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacyReport:
+    """One training run's privacy accounting and provenance.
+
+    ``epsilon`` is what the accountant says was spent (≤ ``target_epsilon``); None for a
+    non-private run. ``weights`` maps each weights file beside the report to its SHA-256.
+    """
+
+    model_kind: str
+    dp: bool
+    epsilon: float | None
+    target_epsilon: float | None
+    delta: float | None
+    noise_multiplier: float | None
+    sample_rate: float
+    steps: int
+    epochs: int
+    max_grad_norm: float | None
+    accountant: str | None
+    clipping: str | None
+    n_examples: int
+    data_file: str
+    data_sha256: str
+    batch_size: int
+    seed: int
+    versions: dict[str, str] = field(default_factory=library_versions)
+    weights: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    format: int = REPORT_FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys), the text the audit digest is taken over."""
+        return json.dumps(self.to_dict(), sort_keys=True, indent=2) + "\n"
+
+    def digest(self) -> str:
+        """SHA-256 of `to_json`."""
+        return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()
+
+
+def write_report(directory: str | Path, report: PrivacyReport) -> Path:
+    """Write ``privacy_report.json`` in ``directory``, hashing every weights file there first."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    weights = {
+        p.name: file_sha256(p) for p in sorted(d.iterdir()) if p.suffix in (".safetensors", ".pt")
+    }
+    full = dataclasses.replace(report, weights=weights)
+    path = d / REPORT_FILE
+    path.write_text(full.to_json(), encoding="utf-8")
+    return path
+
+
+def read_report(path: str | Path) -> PrivacyReport:
+    """Read a report from a model directory or the report file itself.
+
+    Raises:
+        PrivacyError: no report there, or it is not a report this version understands.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / REPORT_FILE
+    try:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise PrivacyError(f"{p}: no privacy report (train with `guardrails privacy`)") from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PrivacyError(f"{p}: unreadable privacy report ({exc})") from exc
+    names = {f.name for f in dataclasses.fields(PrivacyReport)}
+    if not isinstance(obj, dict) or obj.get("format") != REPORT_FORMAT:
+        raise PrivacyError(f"{p}: not a format-{REPORT_FORMAT} privacy report")
+    missing = sorted(names - set(obj))
+    if missing:
+        raise PrivacyError(f"{p}: privacy report lacks {missing}")
+    return PrivacyReport(**{k: v for k, v in obj.items() if k in names})
+
+
+def check_weights(directory: str | Path, report: PrivacyReport) -> dict[str, bool]:
+    """For each weights file the report names, whether the file beside it still matches."""
+    d = Path(directory)
+    return {
+        name: (d / name).is_file() and file_sha256(d / name) == digest
+        for name, digest in report.weights.items()
+    }
+
+
+def record_provenance(url: str, report: PrivacyReport, *, model: str) -> str:
+    """Record ``report`` in the audit database at ``url`` as a ``provenance`` event.
+
+    The audit log requires every event to name a recorded policy, so the report's canonical
+    JSON is recorded as the text of a pseudo-policy ``model-provenance`` whose digest is the
+    report's SHA-256; the event carries that digest, ``model``, and the report in
+    ``metadata``. Returns the event id.
+
+    Raises:
+        PrivacyError: the audit store refused or could not be reached.
+    """
+    from audit import AuditError, AuditEvent, AuditStore
+
+    digest = report.digest()
+    try:
+        with AuditStore(url, auto_upgrade=True) as store:
+            store.record_policy(digest, PROVENANCE_POLICY, str(REPORT_FORMAT), report.to_json())
+            event = AuditEvent(
+                request_id=f"provenance-{digest[:16]}",
+                policy_name=PROVENANCE_POLICY,
+                policy_version=str(REPORT_FORMAT),
+                policy_digest=digest,
+                action="provenance",
+                model=model,
+                metadata={"privacy_report": report.to_dict(), "report_sha256": digest},
+            )
+            store.writer().write(event)
+    except AuditError as exc:
+        raise PrivacyError(f"could not record provenance in {url}: {exc}") from exc
+    return event.event_id
