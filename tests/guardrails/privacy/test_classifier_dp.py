@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import read_json, write_slice
 from typer.testing import CliRunner
 
-from conftest import read_json, write_slice
-from guardrails.privacy import PrivacyError, attack_advantage, dp_advantage_bound, read_report
+from guardrails.privacy import PrivacyError, attack_advantage, dp_advantage_bound
 
 # Opacus' RDP accountant warns when the best Rényi order is the largest it tries: the bound
 # is valid but could be tighter. It is about the accountant's grid, not about our use of it.
@@ -51,14 +51,19 @@ def test_dp_run_spends_at_most_target_and_records_provenance(
         cfg=DPClassifierConfig(**SMALL),
         audit_url=url,
     )
-    assert report.epsilon is not None and 0 < report.epsilon <= 3.0
-    assert report.delta is not None and report.delta < 1 / 400
-    assert report.noise_multiplier is not None and report.noise_multiplier > 0
+    assert report.epsilon is not None
+    assert 0 < report.epsilon <= 3.0
+    assert report.delta is not None
+    assert report.delta < 1 / 400
+    assert report.noise_multiplier is not None
+    assert report.noise_multiplier > 0
     # Opacus samples each record with probability 1 / (batches per epoch) = 1 / ceil(400 / 64)
     assert report.sample_rate == pytest.approx(1 / 7)
-    assert report.n_examples == 400 and report.steps > 0
+    assert report.n_examples == 400
+    assert report.steps > 0
     stored = read_json(out / "privacy_report.json")
-    assert stored["data_sha256"] == report.data_sha256 and "opacus" in stored["versions"]  # type: ignore[operator]
+    assert stored["data_sha256"] == report.data_sha256
+    assert "opacus" in stored["versions"]
     assert set(stored["weights"]) == {"model.safetensors"}  # type: ignore[arg-type]
     clf = load_classifier(str(out))
     assert set(clf.score(["hello there"])[0]) == set(clf.categories)
@@ -88,7 +93,8 @@ def test_model_show_prints_report_and_detects_changed_weights(
     runner = CliRunner()
     shown = runner.invoke(app, ["model", "show", str(out)])
     assert shown.exit_code == 0, shown.output
-    assert "epsilon" in shown.output and f"{report.epsilon:.4g}" in shown.output
+    assert "epsilon" in shown.output
+    assert f"{report.epsilon:.4g}" in shown.output
     assert "(matches)" in shown.output
     as_json = runner.invoke(app, ["privacy", "report", str(out), "--json"])
     assert '"noise_multiplier"' in as_json.output
@@ -148,7 +154,7 @@ def test_unreachable_epsilon_is_a_privacy_error(tmp_path: Path, small_train: Pat
 
 
 def test_membership_inference_advantage_drops_with_dp(tmp_path: Path) -> None:
-    """A loss-threshold attack gains clearly against a non-private overfit model, little under DP."""
+    """A loss-threshold attack gains clearly on a non-private overfit model, little under DP."""
     from guardrails.privacy.classifier import (
         DPClassifierConfig,
         example_losses,
@@ -168,7 +174,8 @@ def test_membership_inference_advantage_drops_with_dp(tmp_path: Path) -> None:
             example_losses(net, members, cfg), example_losses(net, others, cfg)
         )
         if dp:
-            assert result.epsilon is not None and result.epsilon <= 1.0
+            assert result.epsilon is not None
+            assert result.epsilon <= 1.0
     assert adv[False] > 0.15
     assert adv[True] < adv[False] / 2
     assert adv[True] <= dp_advantage_bound(1.0, 1e-3) + 0.1

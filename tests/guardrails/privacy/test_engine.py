@@ -44,7 +44,7 @@ def test_lora_starts_at_base_and_trains_only_adapters() -> None:
 
 def test_lora_without_matching_layer_is_refused() -> None:
     """Targets that match nothing are an error, not a silent no-op."""
-    with pytest.raises(PrivacyError, match="no nn.Linear named"):
+    with pytest.raises(PrivacyError, match=r"no nn\.Linear named"):
         add_lora(nn.Sequential(nn.Linear(2, 2)), targets=["q_proj"], r=2, alpha=4)
 
 
