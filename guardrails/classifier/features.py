@@ -75,8 +75,12 @@ def batch_ngram_ids(
             continue
         # a distinct seed per n keeps "ab" (n=2) and "ab" inside longer grams apart
         h = np.full(count, np.uint64((_FNV_OFFSET + n * 0x9E3779B97F4A7C15) % 2**64))
-        for k in range(n):
-            h = (h ^ raw[k : k + count]) * _FNV_PRIME
+        for k in range(n):  # in place: no temporaries on the hot path
+            np.bitwise_xor(h, raw[k : k + count], out=h)
+            np.multiply(h, _FNV_PRIME, out=h)
+        if len(datas) == 1:  # one text: every n-gram is inside it and already in bag order
+            out[inner[si, 0] : inner[si, 0] + count] = _reduce(h, buckets)
+            continue
         valid = positions[:count] + n <= ends[:count]
         pos = positions[:count][valid]
         owner = text_of[:count][valid]
