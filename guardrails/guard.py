@@ -385,16 +385,24 @@ class Guard:
             if len(window) > self.policy.settings.max_input_chars:
                 return self._findings(window, checked_stage, {}), []
             result = self.engine.scan(window, checked_stage, partial=not final)
-            findings = result.findings
-            if final and self._classifier_rules[checked_stage] and window.strip():
-                findings.extend(self._classify(window, checked_stage))
-            return findings, result.holds
+            return result.findings, result.holds
+
+        rules = self._classifier_rules[checked_stage]
+        mode = self.policy.settings.mode
+
+        def classify(text: str) -> list[Finding]:
+            return self._classify(text, checked_stage) if text.strip() else []
 
         return StreamChecker(
             scan=scan,
             policy=self.policy.ref,
             holdback=self.policy.settings.stream_holdback_chars,
             stage=checked_stage,
+            classify=classify if rules else None,
+            classify_enforcing=any(
+                r.action in (Action.BLOCK, Action.REDACT) and (r.mode or mode) is Mode.ENFORCE
+                for r in rules
+            ),
         )
 
     # --- wrapping --------------------------------------------------------------------------------

@@ -55,6 +55,12 @@ class StreamChecker:
     policy: PolicyRef
     holdback: int
     stage: Stage = Stage.OUTPUT
+    #: Scores text with the classifier rules of the stage (None: the policy has none).
+    classify: Callable[[str], list[Finding]] | None = None
+    #: True when a classifier rule may block or redact: then nothing is released before the
+    #: classifier has seen the text around it (the last `classify_window` characters).
+    classify_enforcing: bool = False
+    classify_window: int = 2048
     _buffer: str = ""
     _context: str = ""
     _raw: list[str] = field(default_factory=list)
@@ -130,6 +136,9 @@ class StreamChecker:
 
         # A block that touches the end of the buffer is tentative: more text could still undo
         # it (a word-boundary lookahead); its start is held back until it settles.
+        if self.classify is not None and (final or self.classify_enforcing):
+            findings.extend(self._classified(final))
+
         blocking = [
             f
             for f in findings
@@ -176,6 +185,24 @@ class StreamChecker:
         self._context = (self._context + released_raw)[-_CONTEXT_CHARS:]
         self._buffer = buffer[release:]
         return StreamStep(text)
+
+    def _classified(self, final: bool) -> list[Finding]:
+        """Classifier findings for the text so far, as stream findings (no span).
+
+        Before the end only blocking findings count (a classifier cannot point at a span to
+        redact in text already sent, so ``redact`` blocks here); at the end every finding is
+        recorded once, over the whole output.
+        """
+        assert self.classify is not None
+        raw = "".join(self._raw)
+        text = raw if final else raw[-self.classify_window :]
+        out: list[Finding] = []
+        for finding in self.classify(text):
+            action = Action.BLOCK if finding.action is Action.REDACT else finding.action
+            converted = replace(finding, span=None, action=action)
+            if final or (converted.action is Action.BLOCK and not converted.shadow):
+                out.append(converted)
+        return out
 
     def _absolute(self, finding: Finding) -> Finding:
         if finding.span is None:

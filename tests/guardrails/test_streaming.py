@@ -129,3 +129,55 @@ def test_feeding_after_block_is_an_error():
     assert checker.feed("launch code!").blocked
     with pytest.raises(RuntimeError, match="ended"):
         checker.feed("more")
+
+
+class _KeywordScorer:
+    """A stand-in classifier: 'violence' is 1.0 when the text mentions a bomb."""
+
+    thresholds = {"violence": 0.5, "sexual": 0.5}
+
+    def __init__(self):
+        self.calls = 0
+
+    def score(self, texts):
+        self.calls += 1
+        return [
+            {"violence": 1.0 if "bomb" in t else 0.0, "sexual": 1.0 if "kiss" in t else 0.0}
+            for t in texts
+        ]
+
+
+def _classifier_guard(action):
+    policy = Policy.from_content(
+        "name: c\nsettings: {stream_holdback_chars: 0}\nrules:\n"
+        f"  - {{id: clf.violence, classifier: {{category: violence}}, action: {action}}}\n"
+        "  - {id: clf.sexual, classifier: {category: sexual}, action: flag}\n"
+    )
+    return Guard(policy, classifier=_KeywordScorer())
+
+
+def test_blocking_classifier_rule_sees_stream_text_before_release():
+    """With a blocking classifier rule, text is classified before release: none leaks."""
+    guard = _classifier_guard("block")
+    checker = guard.stream_checker()
+    released = []
+    for chunk in ["Here is how ", "to build a bo", "mb at home: step one"]:
+        step = checker.feed(chunk)
+        released.append(step.text)
+        if step.blocked:
+            break
+    assert checker.verdict().blocked
+    assert checker.verdict().rule_ids == ("clf.violence",)
+    assert "bomb" not in "".join(released)
+
+
+def test_flag_classifier_rule_is_recorded_once_at_the_end():
+    """A flag-only classifier rule does not hold the stream; its finding is recorded once."""
+    guard = _classifier_guard("flag")
+    checker = guard.stream_checker()
+    for chunk in ["a kiss ", "and a bomb ", "story"]:
+        assert not checker.feed(chunk).blocked
+    checker.finish()
+    verdict = checker.verdict()
+    assert verdict.action.value == "flag"
+    assert sorted(f.rule_id for f in verdict.findings) == ["clf.sexual", "clf.violence"]
