@@ -134,10 +134,9 @@ def test_feeding_after_block_is_an_error():
 class _KeywordScorer:
     """A stand-in classifier: 'violence' is 1.0 when the text mentions a bomb."""
 
-    thresholds = {"violence": 0.5, "sexual": 0.5}
-
     def __init__(self):
         self.calls = 0
+        self.thresholds = {"violence": 0.5, "sexual": 0.5}
 
     def score(self, texts):
         self.calls += 1
