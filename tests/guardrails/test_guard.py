@@ -432,12 +432,14 @@ def test_cancelled_async_stream_is_audited_as_closed(guard, audit_url):
             yield word
 
     async def main():
+        got_one = asyncio.Event()
+
         async def consume():
             async for _ in guard.wrap(slow)("hi"):
-                pass
+                got_one.set()
 
         task = asyncio.create_task(consume())
-        await asyncio.sleep(0.05)
+        await asyncio.wait_for(got_one.wait(), timeout=30)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
