@@ -220,15 +220,11 @@ def versions() -> str:
     return f"Python {platform.python_version()}; " + ", ".join(found) + f"; {wrk.strip()}"
 
 
+from machine import cpu_model  # noqa: E402 - bench/ is on sys.path when run as a script
+
+
 def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({cpu})"
 
 
