@@ -40,6 +40,17 @@ ClippingOption = Annotated[
     str, typer.Option("--clipping", help="ghost (memory-saving) or standard per-sample clipping.")
 ]
 AccountantOption = Annotated[str, typer.Option("--accountant", help="rdp, prv or gdp.")]
+OptimizerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--optimizer", help="sgd or adam (default: sgd for the classifier with --dp, else adam)."
+    ),
+]
+LrOption = Annotated[
+    float | None,
+    typer.Option("--lr", min=0.0, help="Learning rate (default: 8.0 for sgd, 0.01 for adam)."),
+]
+DEFAULT_LR = {"sgd": 8.0, "adam": 1e-2}
 NoAuditOption = Annotated[
     bool, typer.Option("--no-audit", help="Do not record the report in the audit database.")
 ]
@@ -94,13 +105,14 @@ def train_classifier(
     epsilon: EpsilonOption = 8.0,
     delta: DeltaOption = None,
     max_grad_norm: NormOption = 1.0,
-    epochs: Annotated[int, typer.Option(min=1)] = 3,
-    batch_size: Annotated[int, typer.Option(min=1, help="Expected logical batch size.")] = 256,
+    epochs: Annotated[int, typer.Option(min=1)] = 20,
+    batch_size: Annotated[int, typer.Option(min=1, help="Expected logical batch size.")] = 512,
     physical_batch_size: Annotated[
         int, typer.Option(min=1, help="BatchMemoryManager chunk size.")
-    ] = 128,
-    lr: Annotated[float, typer.Option(min=0.0)] = 5e-3,
-    buckets: Annotated[int, typer.Option(min=16, help="Hashed n-gram table rows.")] = 2**16,
+    ] = 256,
+    optimizer: OptimizerOption = None,
+    lr: LrOption = None,
+    buckets: Annotated[int, typer.Option(min=16, help="Hashed n-gram table rows.")] = 2**12,
     clipping: ClippingOption = "ghost",
     accountant: AccountantOption = "rdp",
     seed: Annotated[int, typer.Option()] = 13,
@@ -116,6 +128,8 @@ def train_classifier(
     from guardrails.privacy.runs import classifier_run
 
     torch.set_num_threads(threads)
+    # DP noise on a hashed table favours SGD (see guardrails.privacy.engine.OPTIMIZERS)
+    opt = optimizer or ("sgd" if dp else "adam")
     try:
         settings = _settings(
             dp=dp,
@@ -124,7 +138,8 @@ def train_classifier(
             epochs=epochs,
             batch_size=batch_size,
             max_physical_batch_size=physical_batch_size,
-            lr=lr,
+            optimizer=opt,
+            lr=lr if lr is not None else DEFAULT_LR.get(opt, 1e-2),
             accountant=accountant,
             clipping=clipping,
             seed=seed,
@@ -172,7 +187,8 @@ def train_generator(
     epochs: Annotated[int, typer.Option(min=1)] = 3,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     physical_batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    lr: Annotated[float, typer.Option(min=0.0)] = 1e-2,
+    optimizer: OptimizerOption = None,
+    lr: LrOption = None,
     clipping: ClippingOption = "ghost",
     accountant: AccountantOption = "rdp",
     seed: Annotated[int, typer.Option()] = 13,
@@ -189,6 +205,7 @@ def train_generator(
 
     torch.set_num_threads(threads)
     targets = tuple(t.strip() for t in target.split(",") if t.strip())
+    opt = optimizer or "adam"
     try:
         settings = _settings(
             dp=dp,
@@ -197,7 +214,8 @@ def train_generator(
             epochs=epochs,
             batch_size=batch_size,
             max_physical_batch_size=physical_batch_size,
-            lr=lr,
+            optimizer=opt,
+            lr=lr if lr is not None else DEFAULT_LR.get(opt, 1e-2),
             accountant=accountant,
             clipping=clipping,
             seed=seed,

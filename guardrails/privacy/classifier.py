@@ -39,9 +39,9 @@ class DPClassifierConfig:
     """Model shape for private training; a smaller table than the shipped 2**18 rows, since
     DP noise is added to every row of it at every step."""
 
-    buckets: int = 2**16
+    buckets: int = 2**12
     dim: int = 32
-    hidden: int = 128
+    hidden: int = 64
     dropout: float = 0.1
     window_chars: int = 512
     stride_chars: int = 384

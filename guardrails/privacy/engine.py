@@ -37,6 +37,23 @@ CLIPPING_MODES = {"ghost": "ghost", "standard": "hooks"}
 ACCOUNTANTS = ("rdp", "prv", "gdp")
 
 
+def _adam(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=lr)
+
+
+def _sgd(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=0.9)
+
+
+# Adam rescales every coordinate to a step of about ``lr``, so under DP noise the rows of an
+# embedding table that a batch barely touches still move by ``lr`` in a random direction;
+# SGD moves them by the (small) noise itself. Hence "sgd" for tables, "adam" for adapters.
+OPTIMIZERS: dict[str, Callable[[list[nn.Parameter], float], torch.optim.Optimizer]] = {
+    "adam": _adam,
+    "sgd": _sgd,
+}
+
+
 def _no_progress(_step: int, _total: int, _loss: float, _eps: float | None) -> None:
     pass
 
@@ -55,6 +72,7 @@ class DPSettings:
     lr: float = 5e-3
     accountant: str = "rdp"
     clipping: str = "ghost"
+    optimizer: str = "adam"
     seed: int = 13
 
     def check(self) -> None:
@@ -62,6 +80,10 @@ class DPSettings:
         if self.clipping not in CLIPPING_MODES:
             raise PrivacyError(
                 f"clipping must be one of {sorted(CLIPPING_MODES)}, got {self.clipping!r}"
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise PrivacyError(
+                f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}"
             )
         if self.accountant not in ACCOUNTANTS:
             raise PrivacyError(
@@ -198,7 +220,7 @@ def fit(
         _register_samplers()
         module, fixes = validate_module(module)
         params = [p for p in module.parameters() if p.requires_grad]
-        optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=settings.lr)
+        optimizer: torch.optim.Optimizer = OPTIMIZERS[settings.optimizer](params, settings.lr)
         with warnings.catch_warnings():
             # Opacus warns that secure_mode is off: a CSPRNG for the noise is a deployment
             # choice (``secure_mode=True`` needs torchcsprng); the report records it.
@@ -228,7 +250,7 @@ def fit(
             module, optimizer, loader = made
         sample_rate = float(loader.sample_rate)
     else:
-        optimizer = torch.optim.Adam(params, lr=settings.lr)
+        optimizer = OPTIMIZERS[settings.optimizer](params, settings.lr)
         sample_rate = min(1.0, settings.batch_size / n)
     total = len(loader) * settings.epochs
     module.train()
