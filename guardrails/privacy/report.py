@@ -80,17 +80,20 @@ class PrivacyReport:
         return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()
 
 
-def write_report(directory: str | Path, report: PrivacyReport) -> Path:
-    """Write ``privacy_report.json`` in ``directory``, hashing every weights file there first."""
+def write_report(directory: str | Path, report: PrivacyReport) -> PrivacyReport:
+    """Write ``privacy_report.json`` in ``directory``; returns the report as written.
+
+    The written report carries the SHA-256 of every weights file in ``directory``, so write
+    the weights first, and record the returned report (not the argument) as provenance.
+    """
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     weights = {
         p.name: file_sha256(p) for p in sorted(d.iterdir()) if p.suffix in (".safetensors", ".pt")
     }
     full = dataclasses.replace(report, weights=weights)
-    path = d / REPORT_FILE
-    path.write_text(full.to_json(), encoding="utf-8")
-    return path
+    (d / REPORT_FILE).write_text(full.to_json(), encoding="utf-8")
+    return full
 
 
 def read_report(path: str | Path) -> PrivacyReport:

@@ -123,7 +123,7 @@ def classifier_run(
         n=len(train),
         extra={"val_examples": len(val_set), "test_macro": macro},
     )
-    write_report(out_dir, report)
+    report = write_report(out_dir, report)
     if audit_url is not None:
         record_provenance(audit_url, report, model=str(out_dir))
     return report
@@ -189,7 +189,7 @@ def generator_run(
             "heldout_perplexity_after": ppl_after,
         },
     )
-    write_report(out_dir, report)
+    report = write_report(out_dir, report)
     if audit_url is not None:
         record_provenance(audit_url, report, model=str(out_dir))
     return report
