@@ -14,9 +14,6 @@ from conftest import DATA_DIR
 
 pytestmark = [
     pytest.mark.slow,
-    # Opacus' RDP accountant warns when the best Rényi order is the largest it tries: a valid
-    # but loose bound, about the accountant's grid and not about this run.
-    pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha:UserWarning"),
 ]
 
 

@@ -11,10 +11,6 @@ from typer.testing import CliRunner
 
 from guardrails.privacy import PrivacyError, attack_advantage, dp_advantage_bound
 
-# Opacus' RDP accountant warns when the best Rényi order is the largest it tries: the bound
-# is valid but could be tighter. It is about the accountant's grid, not about our use of it.
-pytestmark = pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha:UserWarning")
-
 
 def _settings(**kw: object):  # type: ignore[no-untyped-def]
     from guardrails.privacy.engine import DPSettings

@@ -9,10 +9,6 @@ import pytest
 from conftest import DATA_DIR
 from typer.testing import CliRunner
 
-# Opacus' RDP accountant warns when the best Rényi order is the largest it tries: a valid
-# but loose bound, about the accountant's grid and not about this run.
-pytestmark = pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha:UserWarning")
-
 
 def test_train_generator_cli_writes_adapter_report_and_provenance(tmp_path: Path) -> None:
     """It spends ≤ ε, writes adapters that reload to the same logits, records the report."""
