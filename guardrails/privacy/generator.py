@@ -92,9 +92,13 @@ def train_lora(
     add_lora(model, targets=lora.targets, r=lora.r, alpha=lora.alpha)
     x, y = encode_records(records, tokenizer, seq_len=lora.seq_len)
     kwargs: dict[str, Any] = {} if progress is None else {"progress": progress}
-    _, result = fit(_LogitsOnly(model), TensorDataset(x, y), per_example_nll, settings, **kwargs)
-    model.train(False)
-    return model, result
+    trained, result = fit(
+        _LogitsOnly(model), TensorDataset(x, y), per_example_nll, settings, **kwargs
+    )
+    # ModuleValidator.fix may return a copy; the trained weights live in what fit returns
+    out: nn.Module = trained.model if isinstance(trained, _LogitsOnly) else trained
+    out.train(False)
+    return out, result
 
 
 def perplexity(model: nn.Module, records: Sequence[str], tokenizer: Any, *, seq_len: int) -> float:
