@@ -163,29 +163,59 @@ def bench_exposure(candidates: int) -> dict[float, float]:
     return out
 
 
-def bench_cost(tmp: Path, n_train: int) -> None:
+COST_VARIANTS = {
+    "non-private": {"dp": False},
+    "DP ghost": {"clipping": "ghost"},
+    "DP standard": {"clipping": "standard"},
+}
+
+
+def cost_variant(name: str, rows: int, n_train: int) -> None:
+    """One timed epoch in this (fresh) process; prints JSON with seconds and peak RSS."""
+    import resource
+
     from guardrails.privacy.classifier import DPClassifierConfig, train_private_classifier
     from guardrails.privacy.data import read_labelled
     from guardrails.privacy.engine import DPSettings
 
-    examples = read_labelled(_slice("train.jsonl", tmp / "cost.jsonl", 0, n_train))
-    cfg = DPClassifierConfig(buckets=2**12)  # standard clipping keeps [B, rows, dim]
-    rows = []
-    for name, kw in (
-        ("non-private", {"dp": False}),
-        ("DP ghost", {"clipping": "ghost"}),
-        ("DP standard", {"clipping": "standard"}),
-    ):
-        settings = DPSettings(epochs=1, batch_size=64, max_physical_batch_size=64, **kw)  # type: ignore[arg-type]
-        t = time.perf_counter()
-        train_private_classifier(examples, settings=settings, cfg=cfg)
-        rows.append((name, time.perf_counter() - t))
-    base = rows[0][1]
-    for name, secs in rows:
-        print(
-            f"  classifier epoch ({n_train} records, 2^12 rows) {name:<12}"
-            f" {secs:6.2f} s  x{secs / base:.2f}"
-        )
+    with tempfile.TemporaryDirectory() as d:
+        examples = read_labelled(_slice("train.jsonl", Path(d) / "c.jsonl", 0, n_train))
+    cfg = DPClassifierConfig(buckets=rows)
+    settings = DPSettings(
+        epochs=1, batch_size=128, max_physical_batch_size=64, **COST_VARIANTS[name]
+    )  # type: ignore[arg-type]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t = time.perf_counter()
+    train_private_classifier(examples, settings=settings, cfg=cfg)
+    secs = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps({"seconds": secs, "peak_mb": peak / 1024, "growth_mb": (peak - before) / 1024})
+    )
+
+
+def bench_cost(n_train: int) -> None:
+    """Each variant in its own process, so peak RSS is that variant's own."""
+    import subprocess
+
+    for rows in (2**12, 2**15):
+        base = None
+        for name in COST_VARIANTS:
+            cmd = [sys.executable, __file__, "--cost-variant", name, "--rows", str(rows)]
+            cmd += ["--cost-train", str(n_train)]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                print(
+                    f"  {name:<12} rows 2^{rows.bit_length() - 1}: failed ({done.stderr[-200:]!r})"
+                )
+                continue
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            base = base or r["seconds"]
+            print(
+                f"  classifier epoch ({n_train} records, batch 128, 2^{rows.bit_length() - 1} rows)"
+                f" {name:<12} {r['seconds']:6.2f} s  x{r['seconds'] / base:.2f}"
+                f"  peak RSS {r['peak_mb']:.0f} MB (+{r['growth_mb']:.0f} MB in training)"
+            )
 
 
 def plot(
@@ -217,17 +247,26 @@ def main() -> None:
     parser.add_argument("--gen-epochs", type=int, default=3)
     parser.add_argument("--candidates", type=int, default=1000)
     parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument("--cost-only", action="store_true", help="only the cost section")
+    parser.add_argument("--cost-variant", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--rows", type=int, default=2**12, help=argparse.SUPPRESS)
+    parser.add_argument("--cost-train", type=int, default=1000, help=argparse.SUPPRESS)
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(1)
+    if args.cost_variant:
+        cost_variant(args.cost_variant, args.rows, args.cost_train)
+        return
     warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
     print(describe("torch", "opacus", "numpy"))
     print("torch threads: 1")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         print("cost:")
-        bench_cost(tmp, 1000)
+        bench_cost(1000)
+        if args.cost_only:
+            return
         print("utility against privacy:")
         clf = bench_classifier(tmp, args.train, args.clf_epochs)
         gen = bench_generator(tmp, args.records, args.gen_epochs)

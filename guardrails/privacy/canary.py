@@ -3,10 +3,11 @@
 A canary is a sentence with a random secret, e.g. "my account number is 4 8 1 5 1 6". After
 training on data that contains it, the canary is ranked by the model's loss among
 ``candidates`` sentences that differ only in the secret; exposure = log2(candidates) −
-log2(rank). A model that never saw the canary ranks it at random (expected exposure about 1
-bit); a model that memorised it ranks it first (exposure = log2(candidates)). The candidate
-set here is a random sample of the secret space (the true secret plus ``candidates − 1``
-others), the sampling estimate the paper also uses. Importing this module imports torch.
+log2(rank). A model that never saw the canary ranks it at random (expected exposure
+log2(e) ≈ 1.44 bits); one that memorised it ranks it first (exposure = log2(candidates)).
+The candidate set is a random sample of the secret space (the true secret plus
+``candidates − 1`` others), the sampling estimate the paper also uses.
+Importing this module imports torch.
 """
 
 from __future__ import annotations
