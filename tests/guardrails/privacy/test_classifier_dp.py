@@ -39,6 +39,7 @@ def test_dp_run_spends_at_most_target_and_records_provenance(
 
     url = f"sqlite:///{tmp_path / 'audit.db'}"
     out = tmp_path / "clf"
+    shown: list[float | None] = []
     report = classifier_run(
         small_train,
         out,
@@ -46,7 +47,9 @@ def test_dp_run_spends_at_most_target_and_records_provenance(
         val=small_val,
         cfg=DPClassifierConfig(**SMALL),
         audit_url=url,
+        progress=lambda _step, _total, _loss, eps: shown.append(eps),
     )
+    assert shown[-1] == pytest.approx(report.epsilon, rel=1e-9)  # progress bar ε = accountant ε
     assert report.epsilon is not None
     assert 0 < report.epsilon <= 3.0
     assert report.delta is not None
