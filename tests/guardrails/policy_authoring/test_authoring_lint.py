@@ -44,8 +44,12 @@ def test_safe_shapes_are_not_reported(pattern):
 
 
 def test_confirm_times_a_catastrophic_pattern_out():
-    """confirm() proves (a+)+$ slow on a crafted input and clears a linear pattern."""
-    assert confirm(r"^(a+)+$", timeout_s=0.02) is not None
+    """confirm() proves (\\w+\\s?)+$ slow on a crafted input and clears a linear pattern.
+
+    (``(a+)+$`` is the textbook case, but the `regex` package matches it in near-linear time,
+    so it would only be "slow" on a loaded machine.)
+    """
+    assert confirm(r"^(\w+\s?)+$") is not None
     assert confirm(r"^a+$", timeout_s=0.02) is None
 
 
@@ -73,7 +77,7 @@ rules:
     keywords: [Password]
     action: flag
   - id: slow
-    pattern: '^(a+)+$'
+    pattern: '^(\\w+\\s?)+$'
   - id: never
     pattern: 'zzqq'
 tests:
@@ -119,7 +123,7 @@ def test_cli_lint_exit_codes(runner, tmp_path):
     assert runner.invoke(app, ["policy", "lint", str(warn)]).exit_code == 0
     assert runner.invoke(app, ["policy", "lint", "--strict", str(warn)]).exit_code == 1
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: p\nrules:\n  - {id: a, pattern: '^(a+)+$'}\n", encoding="utf-8")
+    bad.write_text("name: p\nrules:\n  - {id: a, pattern: '^(\\w+\\s?)+$'}\n", encoding="utf-8")
     result = runner.invoke(app, ["policy", "lint", str(bad)])
     assert result.exit_code == 1
     assert "[backtracking]" in result.stdout
