@@ -69,8 +69,38 @@ def train_classifier(
             help="When building from sources, also write the splits and DATA_CARD.md here.",
         ),
     ] = None,
+    dp: Annotated[
+        bool, typer.Option("--dp", help="Train with DP-SGD (see `guardrails privacy`).")
+    ] = False,
+    epsilon: Annotated[float, typer.Option(help="With --dp: target ε.")] = 8.0,
+    delta: Annotated[float | None, typer.Option(help="With --dp: δ (default below 1/n).")] = None,
+    max_grad_norm: Annotated[float, typer.Option(help="With --dp: clipping norm.")] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="With --dp: expected logical batch.")] = 512,
 ) -> None:
-    """Train a classifier, calibrate thresholds on validation data, write a model card."""
+    """Train a classifier, calibrate thresholds on validation data, write a model card.
+
+    With ``--dp`` this is `guardrails privacy train-classifier` (fast model only): Opacus
+    DP-SGD to a target ε, with a privacy report written and recorded as provenance.
+    """
+    if dp:
+        if data is None or model != "fast":
+            raise _fail("--dp needs --data FILE.jsonl and the fast model")
+        from guardrails.cli.privacy_commands import train_classifier as train_private
+
+        train_private(
+            data=data,
+            out_dir=out,
+            val=val,
+            test=test,
+            epsilon=epsilon,
+            delta=delta,
+            max_grad_norm=max_grad_norm,
+            epochs=epochs or 20,
+            batch_size=batch_size,
+            seed=seed,
+            threads=threads,
+        )
+        return
     import dataclasses
     import json
 

@@ -186,3 +186,27 @@ def test_attack_advantage_extremes() -> None:
 
     assert attack_advantage(np.array([0.1, 0.2]), np.array([0.5, 0.6])) == 1.0
     assert attack_advantage(np.array([0.3, 0.4]), np.array([0.3, 0.4])) == 0.0
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Opacus notes about secure RNG and RDP orders
+def test_train_classifier_dp_flag_delegates_to_the_private_trainer(
+    small_train, tmp_path, monkeypatch
+):
+    """`guardrails train classifier --dp` trains privately and writes a privacy report."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from guardrails.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GUARDRAILS_AUDIT_URL", f"sqlite:///{tmp_path / 'prov.db'}")
+    out = tmp_path / "dp-model"
+    result = CliRunner().invoke(
+        app,
+        ["train", "classifier", "--dp", "--data", str(small_train), "--epsilon", "8",
+         "--epochs", "1", "--batch-size", "64", "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "privacy_report.json").read_text())
+    assert report["epsilon"] <= 8.0
