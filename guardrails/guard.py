@@ -817,8 +817,17 @@ class Guard:
             error=call.error,
             streamed=call.streamed,
             released_chars=call.released_chars,
-            metadata=_json_safe(dict(call.context.metadata)),
+            metadata=_json_safe(self._provenance(call.context.metadata)),
         )
+
+    def _provenance(self, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        """Caller metadata plus the digest of the classifier the policy loaded, if any, so
+        every event names the model weights that judged it."""
+        out = dict(metadata)
+        digest = getattr(self._classifier, "digest", None)
+        if isinstance(digest, str):
+            out["classifier_digest"] = digest
+        return out
 
     def _audit(self, call: _Call) -> None:
         if self.audit is None:

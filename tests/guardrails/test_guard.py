@@ -448,3 +448,20 @@ def test_cancelled_async_stream_is_audited_as_closed(guard, audit_url):
     (event,) = _events(audit_url)
     assert event.error == "stream closed by the caller"
     assert 0 < event.released_chars < len("one two three four " * 20)
+
+
+def test_classifier_digest_is_recorded_in_events(audit_url):
+    """A policy that loads a classifier records its weights' digest in every audit event."""
+
+    class Scorer:
+        thresholds = {"violence": 0.5}  # noqa: RUF012 - a read-only stand-in
+        digest = "ab" * 32
+
+        def score(self, texts):
+            return [{"violence": 0.0} for _ in texts]
+
+    policy = Policy.from_content("name: c\nrules:\n  - {id: v, classifier: {category: violence}}\n")
+    with Guard.from_policy(policy, audit=audit_url, classifier=Scorer()) as guard:
+        guard.wrap(FakeGenerator(["fine"]))("hello")
+    (event,) = _events(audit_url)
+    assert event.metadata["classifier_digest"] == "ab" * 32
