@@ -58,7 +58,8 @@ def test_public_api_is_pinned():
     assert guardrails.__all__ == sorted(guardrails.__all__)
     assert set(guardrails.__all__) == {
         "Action", "AsyncGuardedStream", "AuditUnavailable", "Blocked", "CallContext",
-        "CallOutcome", "Finding", "GeneratorError", "Guard", "GuardInputError", "GuardedStream", "GuardrailsError", "Policy", "PolicyError", "PolicyProblem",
+        "CallOutcome", "Finding", "GeneratorError", "Guard", "GuardInputError", "GuardedStream",
+        "GuardrailsError", "Policy", "PolicyError", "PolicyProblem",
         "PolicyRef", "Severity", "Span", "Stage", "StreamChecker", "StreamStep", "Verdict",
         "__version__", "guard_context", "load_policy", "policy_json_schema",
     }  # fmt: skip
