@@ -145,15 +145,24 @@ class PolicyRegistry:
     slots: dict[str | None, GuardSlot] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _retired: list[asyncio.Task[None]] = field(default_factory=list)
+    #: The first guard built; it owns the worker's one audit writer (one chain per worker),
+    #: which every later policy and reload shares through `Guard.with_policy`.
+    _root: Guard | None = None
 
     def _build(self, spec: str | None, policy: Policy) -> GuardSlot:
-        """A guard for ``policy`` (blocking: opens the audit store)."""
+        """A guard for ``policy`` (blocking: opens the audit store, or records the policy)."""
         # The guard imports `audit` when it builds its first event; do it here, off the loop.
         import audit  # noqa: F401
 
-        guard = Guard.from_policy(policy, audit=self.audit_url, on_block="raise")
-        sink = ObservingSink(guard.audit, self.metrics)
-        guard.audit = sink
+        if self._root is None:
+            guard = Guard.from_policy(policy, audit=self.audit_url, on_block="raise")
+            sink = ObservingSink(guard.audit, self.metrics)
+            guard.audit = sink
+            self._root = guard
+        else:
+            guard = self._root.with_policy(policy)
+            assert isinstance(guard.audit, ObservingSink)
+            sink = guard.audit
         path = Path(policy.path)
         return GuardSlot(spec, path, guard, sink, _stamp(path))
 
@@ -255,6 +264,9 @@ class PolicyRegistry:
             log.error("policy_reload_audit_failed", error=repr(exc), outcome=outcome.outcome)
 
     def _retire(self, slot: GuardSlot) -> None:
+        if slot.guard is self._root:
+            return  # it owns the shared audit writer: closed last, by `close`
+
         async def close_later() -> None:
             await asyncio.sleep(_GRACE_S)
             await asyncio.to_thread(slot.guard.close)
@@ -262,10 +274,13 @@ class PolicyRegistry:
         self._retired.append(asyncio.get_running_loop().create_task(close_later()))
 
     async def close(self) -> None:
-        """Close every guard, retired ones included (flushing their audit writers)."""
+        """Close every guard; the root, which owns the worker's audit writer, last."""
         for task in self._retired:
             task.cancel()
-        guards = [s.guard for s in self.slots.values()]
+        guards = [s.guard for s in self.slots.values() if s.guard is not self._root]
         self.slots.clear()
+        if self._root is not None:
+            guards.append(self._root)  # last: it owns the audit writer the others share
+            self._root = None
         for guard in guards:
             await asyncio.to_thread(guard.close)
