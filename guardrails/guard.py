@@ -549,31 +549,45 @@ class Guard:
                     step = checker.finish()
                     if step.text:
                         yield step.text
-            except (GeneratorExit, asyncio.CancelledError):
-                call.error = "stream closed by the caller"
-                raise
-            except GuardInputError as exc:
-                call.error = str(exc)
-                raise
-            except Exception as exc:
-                call.error = f"generator failed: {exc!r}"
-                raise GeneratorError(f"generator failed: {exc}") from exc
+            except (GeneratorExit, asyncio.CancelledError, Exception) as exc:
+                error = self._stream_error(call, exc)
+                if error is exc:
+                    raise
+                raise error from exc
             finally:
                 close = getattr(chunks, "close", None)
                 if close is not None:
                     close()
                 self._end_stream(call, checker)
+                self._audit(call)
             verdict = checker.verdict()
             if verdict.blocked:
                 marker = self._blocked(call, verdict, block_mode, released=checker.released_text)
                 if marker:
                     yield marker
 
-    def _end_stream(self, call: _Call, checker: StreamChecker) -> None:
+    @staticmethod
+    def _end_stream(call: _Call, checker: StreamChecker) -> None:
+        """Record what a finished (or stopped) stream produced and released."""
         call.output_raw = checker.raw_text
         call.output_verdict = checker.verdict()
         call.released_chars = checker.released_raw_chars
-        self._audit(call)
+
+    @staticmethod
+    def _stream_error(call: _Call, exc: BaseException) -> BaseException:
+        """Record why a stream stopped early; return what to raise in its place.
+
+        The caller going away and invalid chunks keep their exception; anything the
+        generator raised becomes a `GeneratorError`.
+        """
+        if isinstance(exc, GeneratorExit | asyncio.CancelledError):
+            call.error = "stream closed by the caller"
+            return exc
+        if isinstance(exc, GuardInputError):
+            call.error = str(exc)
+            return exc
+        call.error = f"generator failed: {exc!r}"
+        return GeneratorError(f"generator failed: {exc}")
 
     async def _acall(
         self,
@@ -678,22 +692,16 @@ class Guard:
                     step = checker.finish()
                     if step.text:
                         yield step.text
-            except (GeneratorExit, asyncio.CancelledError):
-                call.error = "stream closed by the caller"
-                raise
-            except GuardInputError as exc:
-                call.error = str(exc)
-                raise
-            except Exception as exc:
-                call.error = f"generator failed: {exc!r}"
-                raise GeneratorError(f"generator failed: {exc}") from exc
+            except (GeneratorExit, asyncio.CancelledError, Exception) as exc:
+                error = self._stream_error(call, exc)
+                if error is exc:
+                    raise
+                raise error from exc
             finally:
                 aclose = getattr(chunks, "aclose", None)
                 if aclose is not None:
                     await aclose()
-                call.output_raw = checker.raw_text
-                call.output_verdict = checker.verdict()
-                call.released_chars = checker.released_raw_chars
+                self._end_stream(call, checker)
                 await self._aaudit(call)
             if checker.verdict().blocked:
                 marker = self._blocked(
