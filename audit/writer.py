@@ -49,7 +49,42 @@ from audit.exceptions import (
 from audit.schema import CHAINS, EVENTS, GENESIS_HASH, POLICIES
 from audit.spill import SpillFile, apply_rows, replay_orphans
 
-__all__ = ["AuditWriter", "Receipt"]
+__all__ = ["AuditWriter", "Receipt", "event_row"]
+
+
+def event_row(
+    e: AuditEvent, *, chain_id: str, seq: int, prev_hash: str, hash_: str
+) -> dict[str, Any]:
+    """The `audit_events` row for ``e`` at position ``seq`` of ``chain_id``."""
+    return {
+        "event_id": e.event_id,
+        "chain_id": chain_id,
+        "seq": seq,
+        "prev_hash": prev_hash,
+        "hash": hash_,
+        "created_at": e.created_at,
+        "request_id": e.request_id,
+        "tenant": e.tenant,
+        "user": e.user,
+        "model": e.model,
+        "prompt": e.prompt,
+        "output": e.output,
+        "text_storage": e.text_storage,
+        "input_action": e.input_action,
+        "output_action": e.output_action,
+        "action": e.action,
+        "findings": list(e.findings),
+        "flagged": e.flagged,
+        "latency_ms": e.latency_ms,
+        "timings_ms": e.timings_ms,
+        "error": e.error,
+        "streamed": e.streamed,
+        "released_chars": e.released_chars,
+        "policy_name": e.policy_name,
+        "policy_version": e.policy_version,
+        "policy_digest": e.policy_digest,
+        "metadata": e.metadata,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,37 +487,7 @@ class AuditWriter:
                 hmac_key=self._hmac_key,
             )
             e = pending.event
-            rows.append(
-                {
-                    "event_id": e.event_id,
-                    "chain_id": self.chain_id,
-                    "seq": seq,
-                    "prev_hash": prev,
-                    "hash": digest,
-                    "created_at": e.created_at,
-                    "request_id": e.request_id,
-                    "tenant": e.tenant,
-                    "user": e.user,
-                    "model": e.model,
-                    "prompt": e.prompt,
-                    "output": e.output,
-                    "text_storage": e.text_storage,
-                    "input_action": e.input_action,
-                    "output_action": e.output_action,
-                    "action": e.action,
-                    "findings": list(e.findings),
-                    "flagged": e.flagged,
-                    "latency_ms": e.latency_ms,
-                    "timings_ms": e.timings_ms,
-                    "error": e.error,
-                    "streamed": e.streamed,
-                    "released_chars": e.released_chars,
-                    "policy_name": e.policy_name,
-                    "policy_version": e.policy_version,
-                    "policy_digest": e.policy_digest,
-                    "metadata": e.metadata,
-                }
-            )
+            rows.append(event_row(e, chain_id=self.chain_id, seq=seq, prev_hash=prev, hash_=digest))
             receipts.append(Receipt(e.event_id, self.chain_id, seq, digest))
             prev = digest
         return rows, receipts

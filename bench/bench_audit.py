@@ -14,6 +14,7 @@ Run: ``.venv/bin/python bench/bench_audit.py [--events 8000] [--callers 8] [--pg
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import secrets
 import sys
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from audit import AuditEvent, AuditStore, create_checkpoints, verify_chain
 from audit.engine import IMMEDIATE, create_audit_engine
 from audit.schema import EVENTS
+from audit.writer import event_row
 from bench.machine import describe
 
 DIGEST = "sha256:" + "ef" * 32
@@ -61,36 +63,9 @@ def _event(i: int) -> AuditEvent:
 
 
 def _raw_row(i: int, chain: str) -> dict[str, Any]:
-    e = _event(i)
-    return {
-        "event_id": secrets.token_hex(16),
-        "chain_id": chain,
-        "seq": i + 1,
-        "prev_hash": "0" * 64,
-        "hash": "1" * 64,
-        "created_at": e.created_at,
-        "request_id": e.request_id,
-        "tenant": e.tenant,
-        "user": e.user,
-        "model": e.model,
-        "prompt": e.prompt,
-        "output": e.output,
-        "text_storage": e.text_storage,
-        "input_action": e.input_action,
-        "output_action": e.output_action,
-        "action": e.action,
-        "findings": list(e.findings),
-        "flagged": e.flagged,
-        "latency_ms": e.latency_ms,
-        "timings_ms": e.timings_ms,
-        "error": e.error,
-        "streamed": e.streamed,
-        "released_chars": e.released_chars,
-        "policy_name": e.policy_name,
-        "policy_version": e.policy_version,
-        "policy_digest": e.policy_digest,
-        "metadata": e.metadata,
-    }
+    # Same columns as the writer's rows, without hashing: the store's raw insert limit.
+    event = dataclasses.replace(_event(i), event_id=secrets.token_hex(16))
+    return event_row(event, chain_id=chain, seq=i + 1, prev_hash="0" * 64, hash_="1" * 64)
 
 
 def _threads(callers: int, work: Callable[[int], None]) -> float:
