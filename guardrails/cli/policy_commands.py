@@ -121,7 +121,7 @@ def run_tests(
     expected against actual for each failure. Exit 0 all pass, 1 a failure, 2 a file that
     does not load."""
     setup_cli_logging()
-    from guardrails.policy_suite import load_suite, run_suite
+    from guardrails.policy.suite import load_suite, run_suite
 
     suites = []
     load_errors = []
@@ -250,7 +250,7 @@ def lint(
     rules, duplicate ids and matchers, keywords that fire on everyday text. Exit 1 on an
     error (or, with --strict, a warning)."""
     setup_cli_logging()
-    from guardrails.policy_lint import LintLevel, lint_policy
+    from guardrails.policy.lint import LintLevel, lint_policy
 
     findings = [f for file in files or ["default"] for f in lint_policy(file)]
     if as_json:
@@ -313,7 +313,7 @@ def show(
 
 def _finish_edit(run: Any, dry_run: bool) -> None:
     """Run an edit, report it (a diff when dry), and exit 2 on a rejected edit."""
-    from guardrails.policy_edit import PolicyEdit
+    from guardrails.policy.edit import PolicyEdit
 
     try:
         edit: PolicyEdit = run(write=not dry_run)
@@ -339,7 +339,7 @@ def set_field(
     dry_run: DryRunOption = False,
 ) -> None:
     """Set one field in place; comments and formatting are kept, the result validated first."""
-    from guardrails.policy_edit import parse_value, set_value
+    from guardrails.policy.edit import parse_value, set_value
 
     parsed = value if string else parse_value(value)
     _finish_edit(lambda write: set_value(file, key, parsed, write=write), dry_run)
@@ -352,7 +352,7 @@ def enable(
     dry_run: DryRunOption = False,
 ) -> None:
     """Enable a rule."""
-    from guardrails.policy_edit import set_enabled
+    from guardrails.policy.edit import set_enabled
 
     _finish_edit(lambda write: set_enabled(file, rule_id, True, write=write), dry_run)
 
@@ -364,7 +364,7 @@ def disable(
     dry_run: DryRunOption = False,
 ) -> None:
     """Disable a rule (it stays in the file, and in review diffs)."""
-    from guardrails.policy_edit import set_enabled
+    from guardrails.policy.edit import set_enabled
 
     _finish_edit(lambda write: set_enabled(file, rule_id, False, write=write), dry_run)
 
@@ -384,7 +384,7 @@ def add_rule_command(
     dry_run: DryRunOption = False,
 ) -> None:
     """Add a rule; it must validate (pattern compiles, known fields) or nothing is written."""
-    from guardrails.policy_edit import add_rule
+    from guardrails.policy.edit import add_rule
 
     if rule == "-":
         rule = read_text_argument("-")
@@ -403,7 +403,7 @@ def remove_rule_command(
     dry_run: DryRunOption = False,
 ) -> None:
     """Remove a rule this file declares (tests that name it must go first)."""
-    from guardrails.policy_edit import remove_rule
+    from guardrails.policy.edit import remove_rule
 
     _finish_edit(lambda write: remove_rule(file, rule_id, write=write), dry_run)
 
@@ -433,7 +433,7 @@ def replay_command(
     allowed, per rule, with examples. Events stored as hashes cannot be replayed; redacted
     ones are replayed except for the spans their policy hid."""
     setup_cli_logging()
-    from guardrails.policy_replay import parse_since, replay
+    from guardrails.policy.replay import parse_since, replay
 
     loaded = load_policy_or_exit(candidate)
     try:
@@ -503,7 +503,7 @@ def diff_command(
     """A semantic diff of two resolved policies: rules added, removed, changed field by
     field, settings changed. Exit 0 when they mean the same, 1 when they differ."""
     setup_cli_logging()
-    from guardrails.policy_diff import diff_policies, load_policy_version, looks_like_digest
+    from guardrails.policy.diff import diff_policies, load_policy_version, looks_like_digest
 
     store = (
         _open_store(audit)

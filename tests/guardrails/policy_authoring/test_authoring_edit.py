@@ -10,7 +10,7 @@ import pytest
 from guardrails.cli import app
 from guardrails.exceptions import PolicyError
 from guardrails.policy import load_policy
-from guardrails.policy_edit import (
+from guardrails.policy.edit import (
     add_rule,
     parse_key,
     remove_rule,

@@ -6,7 +6,7 @@ import pytest
 
 from guardrails.backtracking import analyze, confirm
 from guardrails.cli import app
-from guardrails.policy_lint import LintLevel, lint_policy
+from guardrails.policy.lint import LintLevel, lint_policy
 
 
 @pytest.mark.parametrize(

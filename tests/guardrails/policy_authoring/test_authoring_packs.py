@@ -9,7 +9,7 @@ import pytest
 
 from guardrails.decision import Action
 from guardrails.policy import load_policy, policy_json_schema, shipped_policy_dir
-from guardrails.policy_lint import LintLevel, lint_policy
+from guardrails.policy.lint import LintLevel, lint_policy
 from guardrails.testing import run_policy_tests
 
 PACKS = ["pii", "secrets", "prompt-injection", "medical", "finance", "legal"]

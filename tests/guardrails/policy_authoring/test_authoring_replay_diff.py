@@ -12,8 +12,8 @@ from guardrails.cli import app
 from guardrails.exceptions import PolicyError
 from guardrails.guard import Guard
 from guardrails.policy import load_policy
-from guardrails.policy_diff import diff_policies, load_policy_version, policy_from_source
-from guardrails.policy_replay import parse_since, replay
+from guardrails.policy.diff import diff_policies, load_policy_version, policy_from_source
+from guardrails.policy.replay import parse_since, replay
 from guardrails.testing import FakeGenerator
 
 BASELINE = """\

@@ -8,7 +8,7 @@ import pytest
 
 from guardrails.cli import app
 from guardrails.exceptions import PolicyError
-from guardrails.policy_suite import load_suite, run_suite
+from guardrails.policy.suite import load_suite, run_suite
 
 CASES = """\
 policy: tenant.yaml
@@ -66,12 +66,16 @@ def test_bad_test_files_are_named(overlay, body, message):
 
 
 def test_regex_timeout_on_a_test_is_named(tmp_path):
-    """A case whose text makes a rule time out fails with the rule named in the diff."""
+    """A case whose text makes a rule time out fails with the rule named in the diff.
+
+    The pattern backtracks exponentially (about fib(60) steps on this text), so it runs out
+    of a generous 250 ms budget however fast or busy the machine is.
+    """
     path = tmp_path / "slow.yaml"
     path.write_text(
-        "name: slow\nsettings: {regex_timeout_ms: 5, on_error: allow}\nrules:\n"
-        "  - {id: slow, pattern: '(x+x+)+y'}\n"
-        f"tests:\n  - {{text: {'x' * 64}, expect: flag}}\n",
+        "name: slow\nsettings: {regex_timeout_ms: 250, on_error: allow}\nrules:\n"
+        "  - {id: slow, pattern: '^(x|xx)+$'}\n"
+        f"tests:\n  - {{text: '{'x' * 60}!', expect: flag}}\n",
         encoding="utf-8",
     )
     (report,) = run_suite(load_suite(path))

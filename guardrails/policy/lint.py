@@ -36,7 +36,8 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from guardrails.backtracking import analyze, confirm
 from guardrails.decision import Finding, Stage
 from guardrails.exceptions import PolicyError
-from guardrails.policy import Policy, Rule, load_policy, resolve_policy_path
+from guardrails.policy.loading import load_policy, resolve_policy_path
+from guardrails.policy.model import Policy, Rule
 from guardrails.rules import RuleEngine, keyword_pattern
 
 

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from guardrails.decision import Action, Finding, Stage, merge_action
-from guardrails.policy import Mode, Policy
+from guardrails.policy.model import Mode, Policy
 
 if TYPE_CHECKING:
     from audit import AuditStore

@@ -20,7 +20,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
 from guardrails.exceptions import PolicyError, PolicyProblem
-from guardrails.policy import Policy, load_policy, resolve_policy_path
+from guardrails.policy.loading import load_policy, resolve_policy_path
+from guardrails.policy.model import Policy
 
 if TYPE_CHECKING:
     from audit import AuditStore

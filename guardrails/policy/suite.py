@@ -25,7 +25,8 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from guardrails.exceptions import PolicyError, PolicyProblem
-from guardrails.policy import Policy, PolicyTest, load_policy, resolve_policy_path
+from guardrails.policy.loading import load_policy, resolve_policy_path
+from guardrails.policy.model import Policy, PolicyTest
 from guardrails.testing import PolicyTestResult
 
 if TYPE_CHECKING:

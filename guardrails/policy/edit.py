@@ -31,7 +31,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from guardrails.exceptions import PolicyError, PolicyProblem
-from guardrails.policy import Policy
+from guardrails.policy.model import Policy
 
 _SEGMENT = re.compile(r"([A-Za-z_$][\w$\-]*)|\[([^\]]+)\]")
 
