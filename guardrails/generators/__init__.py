@@ -3,6 +3,7 @@
 from guardrails.generators.protocol import (
     AsyncGenerator,
     AsyncStreamingGenerator,
+    Completion,
     Generator,
     ModelGenerator,
     StreamingGenerator,
@@ -11,6 +12,7 @@ from guardrails.generators.protocol import (
 __all__ = [
     "AsyncGenerator",
     "AsyncStreamingGenerator",
+    "Completion",
     "Generator",
     "ModelGenerator",
     "StreamingGenerator",

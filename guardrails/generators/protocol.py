@@ -2,12 +2,25 @@
 
 Any callable that takes a prompt and returns text (or chunks of text) is a generator; the
 protocols below name the four shapes the guard accepts so type checkers can check adapters.
+A generator may also report token usage and why it stopped: a whole completion as a
+`Completion` (a `str`), a stream as an iterator with ``usage`` and ``finish_reason``
+attributes that are set once it is exhausted (see `guardrails.generators.moe`).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "AsyncGenerator",
+    "AsyncStreamingGenerator",
+    "Completion",
+    "Generator",
+    "ModelGenerator",
+    "StreamingGenerator",
+    "usage_dict",
+]
 
 
 @runtime_checkable
@@ -60,3 +73,40 @@ class ModelGenerator(Protocol):
     def generate(self, prompt: str, /, **options: Any) -> str: ...
 
     def stream(self, prompt: str, /, **options: Any) -> Iterator[str]: ...
+
+
+class Completion(str):
+    """A whole completion that also says what it cost and why it ended.
+
+    It *is* the text (a `str`), so it satisfies `Generator` and every caller that expects a
+    string; a server reads `usage` and `finish_reason` from it when present (the proxy puts
+    them into the OpenAI response). ``finish_reason`` is ``"stop"`` (end of text or a stop
+    sequence) or ``"length"`` (the token budget ran out).
+    """
+
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+    def __new__(
+        cls, text: str, *, prompt_tokens: int, completion_tokens: int, finish_reason: str
+    ) -> Completion:
+        self = super().__new__(cls, text)
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        self.finish_reason = finish_reason
+        return self
+
+    @property
+    def usage(self) -> dict[str, int]:
+        """OpenAI's ``usage`` object: prompt, completion and total tokens."""
+        return usage_dict(self.prompt_tokens, self.completion_tokens)
+
+
+def usage_dict(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """OpenAI's ``usage`` object for the given token counts."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }

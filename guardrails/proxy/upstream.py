@@ -248,23 +248,29 @@ class GeneratorUpstream:
         except Exception as exc:
             raise UpstreamError(502, f"the generator failed: {exc}", code="upstream_error") from exc
         created = int(time.time())
+        # a generator may report usage and why it ended (`guardrails.generators.Completion`)
+        finish = str(getattr(text, "finish_reason", None) or "stop")
         if route == "chat/completions":
             choice: dict[str, Any] = {
                 "index": 0,
                 "message": {"role": "assistant", "content": str(text)},
-                "finish_reason": "stop",
+                "finish_reason": finish,
             }
             kind = "chat.completion"
         else:
-            choice = {"index": 0, "text": str(text), "finish_reason": "stop", "logprobs": None}
+            choice = {"index": 0, "text": str(text), "finish_reason": finish, "logprobs": None}
             kind = "text_completion"
-        return {
+        body: dict[str, Any] = {
             "id": f"gen-{uuid.uuid4().hex}",
             "object": kind,
             "created": created,
             "model": self.name,
             "choices": [choice],
         }
+        usage = getattr(text, "usage", None)
+        if isinstance(usage, dict):
+            body["usage"] = usage
+        return body
 
     async def stream(self, route: str, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Pull the generator's chunks in a worker thread and yield OpenAI chunk objects."""
@@ -296,10 +302,12 @@ class GeneratorUpstream:
             raise
         except Exception as exc:
             raise UpstreamError(502, f"the generator failed: {exc}", code="upstream_error") from exc
+        # a stream may report usage and why it ended once exhausted (`CompletionStream`)
+        finish = str(getattr(chunks, "finish_reason", None) or "stop")
         last: dict[str, Any] = (
-            {"index": 0, "delta": {}, "finish_reason": "stop"}
+            {"index": 0, "delta": {}, "finish_reason": finish}
             if chat
-            else {"index": 0, "text": "", "finish_reason": "stop"}
+            else {"index": 0, "text": "", "finish_reason": finish}
         )
         yield {
             "id": ident,
@@ -308,6 +316,16 @@ class GeneratorUpstream:
             "model": self.name,
             "choices": [last],
         }
+        usage = getattr(chunks, "usage", None)
+        if isinstance(usage, dict):
+            yield {
+                "id": ident,
+                "object": kind,
+                "created": created,
+                "model": self.name,
+                "choices": [],
+                "usage": usage,
+            }
 
     async def models(self) -> list[str]:
         """The generator's name is the one model served."""

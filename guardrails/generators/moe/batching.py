@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import torch
@@ -27,6 +27,8 @@ from guardrails.generators.moe.generation import (
 )
 from guardrails.generators.moe.model import MoEForCausalLM
 from guardrails.generators.moe.modules import KVCache
+
+__all__ = ["BatchingEngine"]
 
 _DONE = object()
 
@@ -62,7 +64,7 @@ class BatchingEngine:
         self._thread = threading.Thread(target=self._run, name="moe-batching", daemon=True)
         self._thread.start()
 
-    def submit(self, ids: list[int], params: SamplingParams) -> Iterator[int]:
+    def submit(self, ids: list[int], params: SamplingParams) -> Generator[int, None, None]:
         """Queue a prompt; returns an iterator of its new token ids (ends at eos or budget).
 
         Closing the iterator early (e.g. on a stop sequence) frees its row at the next step.
@@ -75,7 +77,7 @@ class BatchingEngine:
         return self._tokens(req)
 
     @staticmethod
-    def _tokens(req: _Request) -> Iterator[int]:
+    def _tokens(req: _Request) -> Generator[int, None, None]:
         try:
             while True:
                 item = req.out.get()

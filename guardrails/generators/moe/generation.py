@@ -18,6 +18,16 @@ from torch import Tensor
 from guardrails.generators.moe.errors import GenerationError
 from guardrails.generators.moe.model import MoEForCausalLM
 
+__all__ = [
+    "SamplingParams",
+    "check_prompts",
+    "generate_ids",
+    "iter_tokens",
+    "left_pad",
+    "make_rng",
+    "sample_next",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
@@ -126,18 +136,23 @@ def iter_tokens(
     ids, mask = left_pad(prompts)
     cache = model.new_cache()
     done = [False] * len(prompts)
+    # Inference mode is entered per step, never held across a ``yield``: a consumer may
+    # resume this generator on another thread (a server's thread pool), and the mode is
+    # thread-local, so a forward would otherwise run outside it on tensors made inside it.
     with torch.inference_mode():
         logits = model(ids, attention_mask=mask, cache=cache, last_only=True)[:, -1]
-        for step in range(budget):
+    for step in range(budget):
+        with torch.inference_mode():
             nxt = sample_next(logits, params, rng)
-            out: list[int | None] = []
-            for i, tok in enumerate(nxt.tolist()):
-                out.append(None if done[i] else tok)
-                if tok == eos:
-                    done[i] = True
-            yield out
-            if all(done) or step == budget - 1:
-                return
+        out: list[int | None] = []
+        for i, tok in enumerate(nxt.tolist()):
+            out.append(None if done[i] else tok)
+            if tok == eos:
+                done[i] = True
+        yield out
+        if all(done) or step == budget - 1:
+            return
+        with torch.inference_mode():
             logits = model(nxt[:, None], cache=cache, last_only=True)[:, -1]
 
 

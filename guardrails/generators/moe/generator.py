@@ -7,7 +7,7 @@ sequence are held back, so a stop string never leaks into the stream.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -15,6 +15,9 @@ from guardrails.generators.moe.errors import GenerationError
 from guardrails.generators.moe.generation import SamplingParams, check_prompts, iter_tokens
 from guardrails.generators.moe.model import MoEForCausalLM
 from guardrails.generators.moe.tokenizer import BPETokenizer
+from guardrails.generators.protocol import Completion, usage_dict
+
+__all__ = ["CompletionStream", "MoEGenerator", "TextAssembler", "params_from_options"]
 
 # OpenAI request fields that reach a generator but do not change how it samples.
 _IGNORED_OPTIONS = frozenset({"model", "user", "stream", "n", "request_id"})
@@ -99,6 +102,39 @@ class TextAssembler:
         return chunk
 
 
+class CompletionStream:
+    """An iterator of text chunks that reports its token usage and why it ended.
+
+    ``finish_reason`` is None until the stream is exhausted, then ``"stop"`` (end of text or
+    a stop sequence) or ``"length"`` (``max_tokens`` or the context window ran out).
+    ``completion_tokens`` counts the tokens sampled so far, the end-of-text token excluded.
+    """
+
+    def __init__(self, prompt_tokens: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = 0
+        self.finish_reason: str | None = None
+        self._chunks: Generator[str, None, None] | None = None
+
+    def __iter__(self) -> CompletionStream:
+        return self
+
+    def __next__(self) -> str:
+        if self._chunks is None:
+            raise StopIteration
+        return next(self._chunks)
+
+    def close(self) -> None:
+        """Stop generating (frees the batching row, if any)."""
+        if self._chunks is not None:
+            self._chunks.close()
+
+    @property
+    def usage(self) -> dict[str, int]:
+        """OpenAI's ``usage`` object for the tokens so far."""
+        return usage_dict(self.prompt_tokens, self.completion_tokens)
+
+
 class MoEGenerator:
     """A loaded MoE model plus tokenizer, served through `generate`/`stream`.
 
@@ -144,37 +180,63 @@ class MoEGenerator:
         check_prompts(self.model, [ids])
         return ids
 
-    def stream(self, prompt: str, /, **options: Any) -> Iterator[str]:
-        """Yield the completion as text chunks (see the module docstring for holding back)."""
+    def stream(self, prompt: str, /, **options: Any) -> CompletionStream:
+        """Yield the completion as text chunks (see the module docstring for holding back).
+
+        The returned iterator reports ``usage`` and ``finish_reason`` once exhausted.
+        """
         params = params_from_options(self.defaults, options)
         ids = self.encode_prompt(prompt)
-        return self._stream(ids, params)
+        report = CompletionStream(len(ids))
+        report._chunks = self._stream(ids, params, report)
+        return report
 
-    def _stream(self, ids: list[int], params: SamplingParams) -> Iterator[str]:
+    def _stream(
+        self, ids: list[int], params: SamplingParams, report: CompletionStream
+    ) -> Generator[str, None, None]:
         eos = None if params.ignore_eos else self.model.config.eos_token_id
         assembler = TextAssembler(self.tokenizer, params.stop)
-        tokens: Iterator[int]
+        tokens: Generator[int, None, None]
         if self._engine is not None:
             tokens = self._engine.submit(ids, params)
         else:
             tokens = (
                 step[0] for step in iter_tokens(self.model, [ids], params) if step[0] is not None
             )
-        for tok in tokens:
-            if tok == eos:
-                break
-            chunk = assembler.feed(tok)
-            if chunk:
-                yield chunk
-            if assembler.stopped:
-                break
+        finish = "length"  # unless the model ends the text or a stop sequence appears
+        try:
+            for tok in tokens:
+                if tok == eos:
+                    finish = "stop"
+                    break
+                report.completion_tokens += 1
+                chunk = assembler.feed(tok)
+                if chunk:
+                    yield chunk
+                if assembler.stopped:
+                    finish = "stop"
+                    break
+        finally:
+            tokens.close()  # frees a batching row at once when the caller stops early
+        report.finish_reason = finish
         tail = assembler.finish()
         if tail:
             yield tail
 
+    def complete(self, prompt: str, /, **options: Any) -> Completion:
+        """The whole completion (stop sequence excluded) with its usage and finish reason."""
+        chunks = self.stream(prompt, **options)
+        text = "".join(chunks)
+        return Completion(
+            text,
+            prompt_tokens=chunks.prompt_tokens,
+            completion_tokens=chunks.completion_tokens,
+            finish_reason=chunks.finish_reason or "stop",
+        )
+
     def generate(self, prompt: str, /, **options: Any) -> str:
-        """The whole completion (stop sequence excluded)."""
-        return "".join(self.stream(prompt, **options))
+        """The whole completion (stop sequence excluded): a `Completion`, which is a str."""
+        return self.complete(prompt, **options)
 
     def generate_batch(self, prompts: Sequence[str], /, **options: Any) -> list[str]:
         """Completions for several prompts decoded together in one left-padded batch."""
