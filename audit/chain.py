@@ -51,8 +51,15 @@ CONTENT_FIELDS: tuple[str, ...] = (
     "policy_version",
     "policy_digest",
     "metadata",
+    "phase",
+    "stream_end",
 )
 """Every `AuditEvent` field; all of them are covered by the hash (a test pins this)."""
+
+_OMITTED_DEFAULTS: dict[str, Any] = {"phase": "call", "stream_end": None}
+"""Fields added after chains were first written: left out of the encoding while they hold
+their default, so rows written before they existed hash (and verify) unchanged. The
+encoding stays injective: a key is absent exactly when the field holds its default."""
 
 _EXACT_INT_LIMIT = 2**53
 
@@ -97,7 +104,12 @@ def content_json_from_mapping(fields: Mapping[str, Any]) -> str:
     Raises:
         AuditEventError: a value is not JSON data, the timestamp is naive, or text holds NUL.
     """
-    doc = {name: _normalise(fields[name], name) for name in CONTENT_FIELDS if name != "created_at"}
+    doc = {
+        name: _normalise(fields[name], name)
+        for name in CONTENT_FIELDS
+        if name != "created_at"
+        and not (name in _OMITTED_DEFAULTS and fields[name] == _OMITTED_DEFAULTS[name])
+    }
     doc["created_at"] = _timestamp(fields["created_at"])
     encoded = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     try:

@@ -12,6 +12,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from audit.exceptions import AuditEventError
+
+__all__ = ["PHASES", "STREAM_ENDS", "AuditEvent", "new_event_id"]
+
+PHASES: tuple[str, ...] = ("call", "open", "close")
+"""``call``: a whole call in one event; ``open`` / ``close``: the two halves of a stream."""
+
+STREAM_ENDS: tuple[str, ...] = ("complete", "blocked", "client_closed", "error")
+"""How a stream ended (``stream_end`` of its ``close`` event)."""
+
 
 def new_event_id() -> str:
     """A fresh, globally unique event id (UUID4 hex)."""
@@ -52,3 +62,19 @@ class AuditEvent:
     streamed: bool = False
     released_chars: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    phase: str = "call"
+    stream_end: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.phase not in PHASES:
+            raise AuditEventError(f"phase: {self.phase!r} is not one of {', '.join(PHASES)}")
+        if self.stream_end is not None:
+            if self.phase != "close":
+                raise AuditEventError(
+                    f"stream_end: set to {self.stream_end!r} on a {self.phase!r} event "
+                    "(only a 'close' event says how its stream ended)"
+                )
+            if self.stream_end not in STREAM_ENDS:
+                raise AuditEventError(
+                    f"stream_end: {self.stream_end!r} is not one of {', '.join(STREAM_ENDS)}"
+                )

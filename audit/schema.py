@@ -143,6 +143,8 @@ class AuditEventRow(Base):
         Index(None, "model", "created_at"),
         Index(None, "action", "created_at"),
         Index(None, "policy_digest", "created_at"),
+        # Unclosed streams: opens without a close of the same request.
+        Index(None, "phase", "request_id"),
     )
 
     event_id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -172,6 +174,9 @@ class AuditEventRow(Base):
     policy_version: Mapped[str] = mapped_column(String(64))
     policy_digest: Mapped[str] = mapped_column(String(128), ForeignKey("audit_policies.digest"))
     meta: Mapped[Any] = mapped_column("metadata", JSONDocument)
+    # "call" | "open" | "close" (two-phase stream records; see audit.event.AuditEvent).
+    phase: Mapped[str] = mapped_column(String(8), server_default="call")
+    stream_end: Mapped[str | None] = mapped_column(String(16))
     # Set by a retention purge, which empties the body (prompt, output, findings, metadata,
     # error); the hash and chain links stay, so the chain and its Merkle tree still verify.
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

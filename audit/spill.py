@@ -45,6 +45,9 @@ def _encode_row(row: dict[str, Any]) -> str:
 def _decode_row(line: str) -> dict[str, Any]:
     row: dict[str, Any] = json.loads(line)
     row["created_at"] = datetime.fromisoformat(row["created_at"])
+    # Spill files written before two-phase stream records: every row was a plain call.
+    row.setdefault("phase", "call")
+    row.setdefault("stream_end", None)
     return row
 
 
@@ -113,7 +116,12 @@ class SpillFile:
         self.rows.extend(rows)
 
     def clear(self) -> None:
-        """Forget the rows (they are committed): cut the file back to its header."""
+        """Forget the rows (they are committed): cut the file back to its header.
+
+        The rows are forgotten even if the truncation fails: the file then still holds
+        committed rows, which a replay skips (they are not beyond the stored head).
+        """
+        self.rows.clear()
         self._file.truncate(self._header_size)
         self._file.seek(self._header_size)
         self._file.flush()

@@ -58,6 +58,8 @@ class StoredEvent:
     policy_version: str
     policy_digest: str
     metadata: dict[str, Any]
+    phase: str = "call"
+    stream_end: str | None = None
 
 
 def stored_event_from_row(row: Any) -> StoredEvent:
@@ -91,6 +93,8 @@ def stored_event_from_row(row: Any) -> StoredEvent:
         policy_version=m["policy_version"],
         policy_digest=m["policy_digest"],
         metadata=m["metadata"],
+        phase=m["phase"],
+        stream_end=m["stream_end"],
     )
 
 

@@ -14,7 +14,7 @@ rewrite the database can also recompute every hash: use a key where that matters
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,8 +184,27 @@ def _walk(
     return checked, problem
 
 
+def _counted(rows: Iterator[Any], progress: Callable[[int], None] | None) -> Iterator[Any]:
+    """``rows``, telling ``progress`` how many were read (every 1000, and the rest at the end)."""
+    if progress is None:
+        yield from rows
+        return
+    pending = 0
+    for row in rows:
+        pending += 1
+        if pending == 1000:
+            progress(pending)
+            pending = 0
+        yield row
+    if pending:
+        progress(pending)
+
+
 def _verify(
-    conn: Connection, hmac_key: bytes | None, trusted: tuple[Ed25519PublicKey, ...]
+    conn: Connection,
+    hmac_key: bytes | None,
+    trusted: tuple[Ed25519PublicKey, ...],
+    progress: Callable[[int], None] | None = None,
 ) -> VerifyReport:
     if not inspect(conn).has_table(EVENTS.name):
         raise AuditConfigError(
@@ -213,7 +232,11 @@ def _verify(
     for chain_id, rows in itertools.groupby(events, key=lambda r: r.chain_id):
         seen.add(chain_id)
         checked, problem = _walk(
-            chain_id, heads.get(chain_id), iter(rows), hmac_key, context(chain_id)
+            chain_id,
+            heads.get(chain_id),
+            _counted(iter(rows), progress),
+            hmac_key,
+            context(chain_id),
         )
         events_checked += checked
         if problem is not None:
@@ -237,6 +260,7 @@ def verify_chain(
     *,
     hmac_key: bytes | None = None,
     public_keys: Sequence[Ed25519PublicKey] = (),
+    progress: Callable[[int], None] | None = None,
 ) -> VerifyReport:
     """Verify every chain in the audit store; a broken chain is a report, not an exception.
 
@@ -248,6 +272,8 @@ def verify_chain(
         public_keys: the checkpoint signers to trust; a checkpoint signed by any other key
             is a problem. Empty: each signature is checked against the key stored with it,
             which catches damage but not a forger who re-signs with a key of their own.
+        progress: called with the number of rows walked since its last call (every 1000
+            rows and at the end of each chain), for progress bars.
 
     Raises:
         AuditConfigError: bad URL, no such SQLite file, or no audit schema there.
@@ -261,7 +287,7 @@ def verify_chain(
         engine, owned = create_audit_engine(url_or_store, must_exist=True), True
     try:
         with engine.connect() as conn:
-            return _verify(conn, hmac_key, tuple(public_keys))
+            return _verify(conn, hmac_key, tuple(public_keys), progress)
     except SQLAlchemyError as exc:
         raise AuditStoreError(
             f"verifying the audit log at {safe_url(engine.url)} failed: {exc}"

@@ -8,9 +8,11 @@ rolled back, its callers get `AuditStoreError`, the chain head does not move, an
 batch re-reads the head from the store before it writes, so the writer heals when the store
 comes back.
 
-Spill mode (``spill_dir``): when a batch fails because the store is unreachable, its rows,
-chained from the writer's own head, are appended to the writer's fsynced spill file
-(`audit.spill`) and the callers are acknowledged with ``Receipt.spilled``. Every later batch
+Spill fallback (needs the store's ``spill_dir``): an event written with ``fallback="spill"``
+(the default when the store has a ``spill_dir``) whose batch fails because the store is
+unreachable is chained from the writer's own head, appended to the writer's fsynced spill
+file (`audit.spill`), and its caller is acknowledged with ``Receipt.spilled``; events of the
+same batch written with ``fallback="raise"`` get `AuditStoreError` instead. Every later batch
 first replays that backlog, in the same transaction and in chain order, so the chain stays
 intact and each spilled event lands exactly once; while idle the writer retries every
 ``spill_retry_s``. Spill files left by a crashed writer are replayed by any writer opened
@@ -20,6 +22,8 @@ on the same folder.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import queue
 import socket
@@ -31,7 +35,7 @@ from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
@@ -49,7 +53,13 @@ from audit.exceptions import (
 from audit.schema import CHAINS, EVENTS, GENESIS_HASH, POLICIES
 from audit.spill import SpillFile, apply_rows, replay_orphans
 
-__all__ = ["AuditWriter", "Receipt", "event_row"]
+__all__ = ["AuditWriter", "Fallback", "Receipt", "event_row"]
+
+_log = logging.getLogger(__name__)
+
+Fallback = Literal["raise", "spill"]
+"""What a write does when the store fails: ``raise`` `AuditStoreError`, or ``spill`` the
+event durably to the spill file (replayed later, exactly once)."""
 
 
 def event_row(
@@ -84,6 +94,8 @@ def event_row(
         "policy_version": e.policy_version,
         "policy_digest": e.policy_digest,
         "metadata": e.metadata,
+        "phase": e.phase,
+        "stream_end": e.stream_end,
     }
 
 
@@ -107,6 +119,7 @@ class _Pending:
     event: AuditEvent
     content: str
     future: Future[Receipt]
+    fallback: Fallback
 
 
 _STOP = object()
@@ -195,20 +208,46 @@ class AuditWriter:
 
     # --- public API ---------------------------------------------------------------------
 
-    def submit(self, event: AuditEvent, *, timeout: float | None = None) -> Future[Receipt]:
-        """Queue ``event``; the future resolves to its `Receipt` after the commit.
+    def _fallback(self, fallback: Fallback | None) -> Fallback:
+        if fallback is None:
+            return "raise" if self._spill is None else "spill"
+        if fallback not in ("raise", "spill"):
+            raise AuditConfigError(f"fallback: {fallback!r} is not 'raise' or 'spill'")
+        if fallback == "spill" and self._spill is None:
+            raise AuditConfigError(
+                "fallback='spill' needs a spill folder: open the store with "
+                "AuditStore(..., spill_dir=...)"
+            )
+        return fallback
+
+    def submit(
+        self,
+        event: AuditEvent,
+        *,
+        timeout: float | None = None,
+        fallback: Fallback | None = None,
+    ) -> Future[Receipt]:
+        """Queue ``event``; the future resolves to its `Receipt` once it is durable.
 
         Blocks while the queue is full (up to ``timeout`` seconds; None waits for room).
+        ``fallback`` as for `write`.
 
         Raises:
             AuditEventError: the event cannot be encoded (raised here, not via the future).
             AuditClosedError: the writer is closed.
-            AuditStoreError: the queue stayed full for ``timeout`` seconds.
+            AuditConfigError: ``fallback="spill"`` without a spill folder.
+            AuditStoreError: the queue stayed full for ``timeout`` seconds, or the writer
+                thread is gone.
         """
-        pending = _Pending(event, content_json(event), Future())
+        pending = _Pending(event, content_json(event), Future(), self._fallback(fallback))
         with self._state:
             if self._closed:
                 raise AuditClosedError(f"audit writer for chain {self.chain_id} is closed")
+            if not self._thread.is_alive():
+                raise AuditStoreError(
+                    f"audit writer thread of chain {self.chain_id} is not running "
+                    "(see the audit.writer log)"
+                )
             self._submitting += 1
         try:
             self._queue.put(pending, timeout=timeout)
@@ -223,43 +262,86 @@ class AuditWriter:
                 self._state.notify_all()
         return pending.future
 
-    def write(self, event: AuditEvent, *, timeout: float | None = 30.0) -> Receipt:
-        """Record ``event`` and return only once the transaction holding it has committed.
+    def write(
+        self,
+        event: AuditEvent,
+        *,
+        timeout: float | None = 30.0,
+        fallback: Fallback | None = None,
+    ) -> Receipt:
+        """Record ``event`` and return only once it is durable.
 
         Args:
             event: the event to record.
             timeout: seconds to wait for queue room plus the commit; None waits forever.
-                On timeout the event is withdrawn if not yet picked up; if a batch already
-                holds it, it may still commit.
+                On timeout with ``fallback="raise"`` the event is withdrawn if no batch holds
+                it yet (a batch that already holds it may still commit); with ``"spill"`` it
+                is never withdrawn: the writer still commits or spills it.
+            fallback: ``"raise"``: a store failure raises `AuditStoreError`. ``"spill"``: a
+                store outage puts the event in the fsynced spill file instead (the receipt
+                says ``spilled=True``; it is replayed at the same chain position, exactly
+                once, when the store is back). None: ``"spill"`` if the store has a
+                ``spill_dir``, else ``"raise"``.
 
         Raises:
-            AuditStoreError: the store failed or did not commit within ``timeout``.
+            AuditStoreError: the store failed (and, with ``"spill"``, so did the spill file)
+                or the event was not durable within ``timeout``.
             AuditEventError: the event cannot be recorded as given.
+            AuditConfigError: ``fallback="spill"`` without a spill folder.
             AuditClosedError: the writer is closed.
         """
-        future = self.submit(event, timeout=timeout)
+        future = self.submit(event, timeout=timeout, fallback=fallback)
         try:
             return future.result(timeout=timeout)
         except FutureTimeoutError:
-            future.cancel()
-            raise AuditStoreError(
-                f"audit event {event.event_id} was not committed within {timeout}s "
-                f"(store at {self._url} slow or unreachable)"
-            ) from None
+            spill = self._fallback(fallback) == "spill"
+            if not spill:
+                future.cancel()
+            raise self._timeout_error(event, timeout, spill) from None
 
-    async def write_async(self, event: AuditEvent, *, timeout: float | None = 30.0) -> Receipt:
-        """Async twin of `write`: awaits the commit without blocking the event loop."""
+    async def write_async(
+        self,
+        event: AuditEvent,
+        *,
+        timeout: float | None = 30.0,
+        fallback: Fallback | None = None,
+    ) -> Receipt:
+        """Async twin of `write`: awaits durability without blocking the event loop.
+
+        Cancelling the awaiting task never withdraws the event once submitted: the writer
+        still commits (or spills) it; only the caller stops waiting. A timeout withdraws it
+        as `write` says.
+        """
         try:
-            future = self.submit(event, timeout=0)
+            future = self.submit(event, timeout=0, fallback=fallback)
         except AuditStoreError:  # queue full: wait for room off the loop (back-pressure)
-            future = await asyncio.to_thread(self.submit, event, timeout=timeout)
+            future = await asyncio.to_thread(self.submit, event, timeout=timeout, fallback=fallback)
+        waiter = asyncio.wrap_future(future)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+            # shield: a cancelled caller must not cancel the concurrent future (withdrawal)
+            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
         except TimeoutError:
-            raise AuditStoreError(
-                f"audit event {event.event_id} was not committed within {timeout}s "
-                f"(store at {self._url} slow or unreachable)"
-            ) from None
+            spill = self._fallback(fallback) == "spill"
+            if not spill:
+                future.cancel()
+            raise self._timeout_error(event, timeout, spill) from None
+
+    def _timeout_error(
+        self, event: AuditEvent, timeout: float | None, spill: bool
+    ) -> AuditStoreError:
+        fate = (
+            "it stays queued and will be committed or spilled"
+            if spill
+            else "withdrawn unless a batch already held it"
+        )
+        _log.warning(
+            "audit_write_timeout",
+            extra={"event_id": event.event_id, "chain_id": self.chain_id, "timeout": timeout},
+        )
+        return AuditStoreError(
+            f"audit event {event.event_id} was not durable within {timeout}s "
+            f"(store at {self._url} slow or unreachable; {fate})"
+        )
 
     def close(self) -> None:
         """Commit everything already submitted, then stop the thread. Idempotent."""
@@ -289,14 +371,53 @@ class AuditWriter:
     # --- writer thread ------------------------------------------------------------------
 
     def _run(self) -> None:
-        self._retry_spill()
+        """The writer thread: supervised, so no failure leaves callers waiting on a dead
+        thread (an unexpected error fails its batch, is logged, and the loop goes on)."""
+        _log.info("audit_writer_started", extra={"chain_id": self.chain_id, "url": self._url})
+        try:
+            self._loop()
+        except BaseException:  # pragma: no cover - _loop guards each step; last resort
+            _log.exception("audit_writer_died", extra={"chain_id": self.chain_id})
+            self._fail_queued(AuditStoreError(f"audit writer of chain {self.chain_id} died"))
+            raise
+        _log.info(
+            "audit_writer_stopped",
+            extra={"chain_id": self.chain_id, "commits": self.commits, "spilled": self.spilled},
+        )
+
+    def _fail_queued(self, exc: AuditError) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _STOP:
+                self._fail([item], exc)
+
+    def _guarded(self, step: str, batch: list[_Pending]) -> None:
+        """Run one step of the loop; an unexpected error fails ``batch`` and is logged."""
+        try:
+            if step == "commit":
+                self._commit(batch)
+            else:
+                self._retry_spill()
+        except Exception as exc:
+            _log.exception(
+                "audit_writer_step_failed", extra={"chain_id": self.chain_id, "step": step}
+            )
+            self._stale = True
+            self._drop_connection()
+            self._fail(batch, exc)
+
+    def _loop(self) -> None:
+        self._guarded("retry", [])
         stop = False
         while not stop:
             waiting = self._spill is not None and (self._spill.rows or self._orphans_pending)
             try:
                 item = self._queue.get(timeout=self._spill_retry_s if waiting else None)
             except queue.Empty:
-                self._retry_spill()
+                self._guarded("retry", [])
                 continue
             if item is _STOP:
                 break
@@ -312,12 +433,18 @@ class AuditWriter:
                 batch.append(item)
             live = [p for p in batch if p.future.set_running_or_notify_cancel()]
             if live:
-                self._commit(live)
-        self._retry_spill()
+                self._guarded("commit", live)
+        self._guarded("retry", [])
         if self._spill is not None:
+            if self._spill.rows:
+                _log.warning(
+                    "audit_spill_left_for_replay",
+                    extra={"path": str(self._spill.path), "rows": len(self._spill.rows)},
+                )
             self._spill.close()  # keeps the file if rows are left: the next writer replays it
         if self._conn is not None:
-            self._conn.close()
+            with contextlib.suppress(Exception):
+                self._conn.close()
             self._conn = None
 
     def _retry_spill(self) -> None:
@@ -331,7 +458,11 @@ class AuditWriter:
                 self.replayed += replay_orphans(
                     self._engine, self._spill.directory, skip=self.chain_id
                 )
-            except Exception:  # still down, or a bad file: try later; never kill the thread
+            except Exception as exc:  # still down, or a bad file: try later; log it
+                _log.warning(
+                    "audit_orphan_replay_failed",
+                    extra={"chain_id": self.chain_id, "error": f"{type(exc).__name__}: {exc}"},
+                )
                 return
             self._orphans_pending = False
 
@@ -371,6 +502,15 @@ class AuditWriter:
                     conn.execute(insert(EVENTS), rows)
         except Exception as exc:  # every failure goes to the callers, none is swallowed
             self._drop_connection()
+            _log.warning(
+                "audit_batch_failed",
+                extra={
+                    "chain_id": self.chain_id,
+                    "events": len(batch),
+                    "backlog": len(spill.rows) if spill is not None else 0,
+                    "error": f"{type(exc).__name__}: {exc}",
+                },
+            )
             if spill is not None and (backlog or _is_outage(exc)):
                 self._spill_batch(spill, batch, exc)
             else:
@@ -380,7 +520,14 @@ class AuditWriter:
         self.commits += 1
         if spill is not None and backlog:
             self.replayed += max(0, replayed - len(rows))
-            spill.clear()
+            _log.info(
+                "audit_spill_replayed",
+                extra={"chain_id": self.chain_id, "rows": len(spill.rows)},
+            )
+            try:
+                spill.clear()
+            except OSError:  # committed already; the file's rows replay as no-ops (by seq)
+                _log.exception("audit_spill_clear_failed", extra={"path": str(spill.path)})
         if receipts:
             self._head_seq = receipts[-1].seq
             self._head_hash = receipts[-1].hash
@@ -397,8 +544,12 @@ class AuditWriter:
     def _spill_batch(self, spill: SpillFile, batch: list[_Pending], exc: Exception) -> None:
         """Chain ``batch`` from the in-memory head into the spill file; acknowledge it."""
         live: list[_Pending] = []
+        refused: list[_Pending] = []
         for pending in batch:
             if pending.future.done():
+                continue
+            if pending.fallback != "spill":
+                refused.append(pending)
                 continue
             if pending.event.policy_digest not in self._known_digests:
                 pending.future.set_exception(
@@ -410,6 +561,8 @@ class AuditWriter:
                 )
                 continue
             live.append(pending)
+        if refused:
+            self._fail(refused, exc)
         if not live:
             return
         rows, receipts = self._chain_rows(live)
@@ -421,6 +574,10 @@ class AuditWriter:
             return
         self._head_seq, self._head_hash = receipts[-1].seq, receipts[-1].hash
         self.spilled += len(live)
+        _log.warning(
+            "audit_events_spilled",
+            extra={"chain_id": self.chain_id, "events": len(live), "path": str(spill.path)},
+        )
         for pending, receipt in zip(live, receipts, strict=True):
             pending.future.set_result(
                 Receipt(receipt.event_id, receipt.chain_id, receipt.seq, receipt.hash, True)

@@ -1,0 +1,139 @@
+"""Two-phase stream records and the writer's per-write fallback (the stream contract)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sqlite3
+
+import pytest
+from sqlalchemy import select
+
+from audit import AuditEvent, AuditStore, verify_chain
+from audit.chain import content_json
+from audit.exceptions import AuditConfigError, AuditEventError, AuditStoreError
+from audit.schema import EVENTS
+
+
+def test_phase_and_stream_end_round_trip_and_verify(store, make_event):
+    """open/close events are stored with their phase and stream_end, and the chain verifies."""
+    with store.writer() as writer:
+        writer.write(make_event(request_id="s1", phase="open", streamed=True))
+        writer.write(
+            make_event(request_id="s1", phase="close", stream_end="complete", streamed=True)
+        )
+        writer.write(make_event(request_id="c1"))
+    got = {(e.request_id, e.phase, e.stream_end) for e in store.events()}
+    assert got == {("s1", "open", None), ("s1", "close", "complete"), ("c1", "call", None)}
+    assert verify_chain(store).ok
+
+
+def test_editing_phase_or_stream_end_is_detected(store, make_event):
+    """Turning a close into a call, or changing how a stream ended, breaks the hash."""
+    with store.writer() as writer:
+        close = writer.write(make_event(phase="close", stream_end="error", streamed=True))
+    with store.engine.begin() as conn:
+        conn.execute(
+            EVENTS.update().where(EVENTS.c.event_id == close.event_id).values(stream_end="complete")
+        )
+    report = verify_chain(store)
+    assert not report.ok
+    assert "hash mismatch" in report.problems[0].reason
+    with store.engine.begin() as conn:
+        conn.execute(
+            EVENTS.update()
+            .where(EVENTS.c.event_id == close.event_id)
+            .values(stream_end=None, phase="call")
+        )
+    assert not verify_chain(store).ok
+
+
+def test_call_events_hash_as_before_the_phase_fields(make_event):
+    """A plain call's canonical encoding has no phase keys, so pre-0003 chains still verify."""
+    encoded = content_json(make_event())
+    assert '"phase"' not in encoded
+    assert '"stream_end"' not in encoded
+    assert '"phase":"open"' in content_json(make_event(phase="open"))
+
+
+@pytest.mark.parametrize(
+    ("phase", "stream_end"),
+    [("middle", None), ("open", "complete"), ("call", "error"), ("close", "done")],
+)
+def test_bad_phase_or_stream_end_is_refused(make_event, phase, stream_end):
+    """Only call/open/close, and a known stream_end only on a close, can be built."""
+    with pytest.raises(AuditEventError):
+        make_event(phase=phase, stream_end=stream_end)
+
+
+def test_spill_fallback_needs_a_spill_folder(store, make_event):
+    """fallback='spill' on a store without spill_dir is a config error before anything runs."""
+    with store.writer() as writer, pytest.raises(AuditConfigError, match="spill_dir"):
+        writer.write(make_event(), fallback="spill")
+
+
+def test_fallback_is_per_write_during_an_outage(tmp_path, sqlite_url, make_event, policy_digest):
+    """In one outage, 'spill' writes are acknowledged as spilled, 'raise' writes fail, and
+    only the spilled ones land (once each) when the store is back."""
+    spill = tmp_path / "spill"
+    with AuditStore(sqlite_url + "?timeout=0.1", spill_dir=spill) as store:
+        store.record_policy(policy_digest, "default", "1.0", "rules: []\n")
+        writer = store.writer(spill_retry_s=0.05)
+        blocker = sqlite3.connect(tmp_path / "audit.db", isolation_level=None)
+        refused = make_event()
+        try:
+            blocker.execute("BEGIN EXCLUSIVE")
+            spilled = writer.write(make_event(phase="open"), fallback="spill")
+            with pytest.raises(AuditStoreError):
+                writer.write(refused, fallback="raise")
+            spilled2 = writer.write(make_event(phase="close", stream_end="complete"))
+        finally:
+            blocker.execute("COMMIT")
+            blocker.close()
+        assert spilled.spilled
+        assert spilled2.spilled
+        writer.close()
+        with store.engine.connect() as conn:
+            ids = list(conn.execute(select(EVENTS.c.event_id)).scalars())
+        assert sorted(ids) == sorted([spilled.event_id, spilled2.event_id])
+        assert verify_chain(store).ok
+
+
+async def _cancel_queued_write(writer, first: AuditEvent, second: AuditEvent) -> None:
+    held = asyncio.create_task(writer.write_async(first, fallback="raise"))
+    while not writer._queue.empty():  # the writer thread holds `first`, blocked on the lock
+        await asyncio.sleep(0.01)
+    queued = asyncio.create_task(writer.write_async(second, fallback="raise"))
+    await asyncio.sleep(0)  # `second` is submitted and waits in the queue
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    return None if held.done() else held.cancel()
+
+
+def test_cancelling_write_async_never_withdraws_the_event(
+    tmp_path, sqlite_url, make_event, policy_digest
+):
+    """A task cancelled while its event still waits in the queue gets the event committed."""
+    first, second = make_event(), make_event()
+    with AuditStore(sqlite_url + "?timeout=60") as store:
+        store.record_policy(policy_digest, "default", "1.0", "rules: []\n")
+        blocker = sqlite3.connect(tmp_path / "audit.db", isolation_level=None)
+        with store.writer() as writer:
+            blocker.execute("BEGIN EXCLUSIVE")
+            try:
+                asyncio.run(_cancel_queued_write(writer, first, second))
+            finally:
+                blocker.execute("COMMIT")
+                blocker.close()
+        stored = {e.event_id for e in store.events()}
+    assert stored == {first.event_id, second.event_id}
+
+
+def test_stored_event_has_the_phase_fields():
+    """StoredEvent carries phase and stream_end like AuditEvent."""
+    names = {f.name for f in dataclasses.fields(AuditEvent)}
+    from audit import StoredEvent
+
+    assert {"phase", "stream_end"} <= {f.name for f in dataclasses.fields(StoredEvent)}
+    assert {"phase", "stream_end"} <= names
