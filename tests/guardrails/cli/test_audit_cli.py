@@ -58,7 +58,7 @@ def test_db_upgrade_current_downgrade(runner, tmp_path):
     url = f"sqlite:///{tmp_path / 'a.db'}"
     result = runner.invoke(app, ["db", "upgrade", "--audit", url])
     assert result.exit_code == 0, result.output
-    assert "revision 0002" in result.output
+    assert "revision 0003" in result.output
     assert runner.invoke(app, ["db", "current", "--audit", url]).output.strip() == "0003"
     result = runner.invoke(app, ["db", "downgrade", "--audit", url, "--revision", "base"])
     assert result.exit_code == 0, result.output
