@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -29,11 +30,22 @@ def guard(audit_url):
 
 
 def _events(url):
+    """One per call, oldest first: its ``call`` event, or a stream's ``close`` event with its
+    prompt taken from the ``open`` event (each stream must have exactly one of each)."""
     store = AuditStore(url)
     try:
-        return store.events(limit=10_000, newest_first=False)
+        events = store.events(limit=10_000, newest_first=False)
     finally:
         store.close()
+    opens = {e.request_id: e for e in events if e.phase == "open"}
+    closes = [e for e in events if e.phase == "close"]
+    assert len(opens) == len([e for e in events if e.phase == "open"]), "an opening twice"
+    assert sorted(opens) == sorted(e.request_id for e in closes), "an opening without closing"
+    return [
+        replace(e, prompt=opens[e.request_id].prompt) if e.phase == "close" else e
+        for e in events
+        if e.phase != "open"
+    ]
 
 
 def test_check_returns_a_full_verdict(guard):
@@ -159,9 +171,12 @@ def test_generator_failure_is_audited_and_wrapped(guard, audit_url):
     assert "model crashed" in (event.error or "")
 
 
-@pytest.mark.parametrize("bad", [123, None, ["list"], b"\xff\xfe invalid utf-8"])
+@pytest.mark.parametrize(
+    "bad", [123, None, ["list"], b"\xff\xfe invalid utf-8", "a lone \ud800", "nul \x00 byte"]
+)
 def test_bad_prompts_get_a_clear_error_and_are_audited(guard, audit_url, bad):
-    """Non-text and invalid UTF-8 prompts raise GuardInputError (a TypeError) and are audited."""
+    """Non-text, invalid UTF-8, lone-surrogate and NUL prompts raise GuardInputError (a
+    TypeError) before the generator is called, and are audited as rejected."""
     fake = FakeGenerator(["x"])
     with pytest.raises(GuardInputError, match="prompt"):
         guard.wrap(fake)(bad)
@@ -241,13 +256,13 @@ class _DeadSink:
         self.fail = True
         self.written = []
 
-    def write(self, event):
+    def write(self, event, **options):
         if self.fail:
             raise ConnectionError("store down")
         self.written.append(event)
 
-    async def write_async(self, event):
-        self.write(event)
+    async def write_async(self, event, **options):
+        self.write(event, **options)
 
 
 def test_audit_outage_fails_closed_by_default():
@@ -258,21 +273,54 @@ def test_audit_outage_fails_closed_by_default():
         guard.wrap(FakeGenerator(["x"]))("hello")
 
 
-def test_audit_outage_under_allow_keeps_events_for_retry():
-    """With on_error: allow, calls go on, events wait, and are written once the store is back."""
+def test_audit_outage_under_allow_spills_durably_and_replays_once(tmp_path, monkeypatch):
+    """With on_error: allow, calls go on through an outage because each event is fsynced to
+    the spill files first; once the store is back every event is stored exactly once."""
+    import sqlite3
+
+    monkeypatch.chdir(tmp_path)
+    policy = Policy.from_content(
+        "name: a\nsettings: {on_error: allow, audit: {spill_dir: spill}}\nrules: []\n"
+    )
+    url = f"sqlite:///{tmp_path / 'audit.db'}?timeout=0.2"
+    guard = Guard.from_policy(policy, audit=url)
+    guarded = guard.wrap(FakeGenerator(["x"]))
+    streamed = guard.wrap(FakeGenerator(["y"]).stream)
+    assert guarded("before") == "x"
+    blocker = sqlite3.connect(tmp_path / "audit.db", isolation_level=None)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")
+        assert [guarded(f"during {i}") for i in range(3)] == ["x"] * 3
+        assert "".join(streamed("during stream")) == "y"
+        assert list((tmp_path / "spill").glob("*.spill"))
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    guard.close()
+    with AuditStore(url, spill_dir=tmp_path / "spill") as store:
+        store.replay_spills()
+    events = _events(url)
+    assert [e.prompt for e in events] == [
+        "before",
+        "during 0",
+        "during 1",
+        "during 2",
+        "during stream",
+    ]
+    assert len({e.event_id for e in events}) == len(events)
+    assert verify_chain(url).ok
+
+
+def test_audit_outage_under_allow_without_spill_still_refuses():
+    """A sink that can neither store nor spill an event refuses the call even under allow:
+    no call goes through unrecorded."""
     sink = _DeadSink()
     guard = Guard(
         Policy.from_content("name: p\nsettings: {on_error: allow}\nrules: []\n"), audit=sink
     )
-    guarded = guard.wrap(FakeGenerator(["x"]))
-    assert guarded("one") == "x"
-    assert guarded("two") == "x"
-    assert guard.pending_audit_events == 2
-    sink.fail = False
-    guarded("three")
-    assert [e.prompt for e in sink.written] == ["one", "two", "three"]
-    assert guard.pending_audit_events == 0
-
+    with pytest.raises(AuditUnavailable):
+        guard.wrap(FakeGenerator(["x"]))("one")
+    assert sink.written == []
 
 def test_shadow_mode_records_without_enforcing(audit_url):
     """A shadow rule's finding is audited and flagged, but the call is not blocked."""
@@ -303,12 +351,13 @@ def test_check_stage_accepts_strings(guard):
     assert guard.check("x", "output").stage is Stage.OUTPUT
 
 
-def test_nul_characters_and_odd_metadata_are_audited(guard, audit_url):
-    """A prompt with NUL characters and non-JSON metadata still produces a stored event."""
+def test_unstorable_output_and_odd_metadata_are_audited(guard, audit_url):
+    """Output with NUL characters or a lone surrogate, and non-JSON metadata, still produce
+    a stored event (escaped), and the caller gets the output unchanged."""
     with guard_context(tenant="t", when=object(), ratio=float("nan")):
-        assert guard.wrap(FakeGenerator(["a\x00b"]))("x\x00y") == "a\x00b"
+        assert guard.wrap(FakeGenerator(["a\x00b\udc80"]))("xy") == "a\x00b\udc80"
     (event,) = _events(audit_url)
-    assert event.prompt == "x\\x00y"
+    assert event.output == "a\\x00b\\udc80"
     assert set(event.metadata) == {"when", "ratio"}
 
 
@@ -330,7 +379,7 @@ def test_guard_on_real_postgresql(pg_url):
     assert all(e.output == "Contact me at [EMAIL] any time." for e in events)
     report = verify_chain(pg_url)
     assert report.ok
-    assert report.events_checked == 160
+    assert report.events_checked == 320  # each stream: its opening and its closing
 
 
 def test_call_returns_outcome_instead_of_raising(guard, audit_url):
