@@ -27,6 +27,16 @@ def normalize(text: str) -> str:
     return _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip().lower()
 
 
+_WORD = re.compile(r"\w")
+# ideographs, kana and hangul carry a word's worth of meaning in one or two characters
+_DENSE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+
+
+def signal_chars(text: str) -> int:
+    """Letters and digits in ``text``, each CJK ideograph, kana or hangul counting 3."""
+    return len(_WORD.findall(text)) + 2 * len(_DENSE.findall(text))
+
+
 def _reduce(h: npt.NDArray[np.uint64], buckets: int) -> npt.NDArray[np.uint64]:
     # uint64 division is ~10x slower than a mask; for a power-of-two table they agree
     if buckets & (buckets - 1) == 0:

@@ -3,7 +3,11 @@
 A weights directory holds ``config.json`` (kind, categories, calibrated thresholds, window
 size, hyper-parameters, the weights' SHA-256) and ``model.safetensors``. Loading checks the
 digest, so a truncated or edited weights file is refused instead of scoring garbage.
-Importing this module imports torch.
+
+The fast model in fp32 is served by `NumpyFastBackend`: an embedding-bag mean and a two-layer
+MLP are a few numpy calls, so the default path never imports torch (torch's import alone is
+4-6 s and tens of MB) and loads in tens of milliseconds. INT8, the MiniLM option and training
+use torch, imported when first needed; a test holds the two fast backends to the same scores.
 """
 
 from __future__ import annotations
@@ -14,22 +18,26 @@ import hashlib
 import json
 import math
 import os
+import sys
 import threading
 import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-import torch
-from torch import nn
 
 from guardrails.classifier.categories import CATEGORIES
+from guardrails.classifier.decoding import decoded_views
 from guardrails.classifier.errors import ClassifierError
-from guardrails.classifier.features import batch_ngram_ids, windows
+from guardrails.classifier.features import batch_ngram_ids, signal_chars, windows
 from guardrails.classifier.microbatch import MicroBatcher
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 WEIGHTS_ROOT = Path(__file__).resolve().parent / "weights"
 SHIPPED: dict[str, Path] = {"fast": WEIGHTS_ROOT / "fast", "minilm": WEIGHTS_ROOT / "minilm"}
@@ -61,19 +69,36 @@ def available_cpus() -> int:
 
 
 def configure_threads(num_threads: int | None) -> int:
-    """Set torch's intra-op threads (process-wide); ``None`` means ``min(4, available_cpus())``.
+    """Set torch's intra-op threads (process-wide) and return the count in force.
 
-    torch defaults to the host's core count, which oversubscribes a 2-CPU container and makes
-    small forward passes slower, not faster. Inter-op threads can only be set before torch
-    starts parallel work, so that part is best effort.
+    ``None`` means one thread, unless the operator set ``OMP_NUM_THREADS`` (or
+    ``MKL_NUM_THREADS``), in which case torch's own reading of it is left alone: a guard
+    check is a small forward pass, where one thread is fastest and leaves the other cores to
+    concurrent requests, and an operator's explicit setting is never overridden. An explicit
+    ``num_threads`` always applies. Inter-op threads can only be set before torch starts
+    parallel work, so that part is best effort.
     """
-    n = num_threads if num_threads is not None else min(4, available_cpus())
+    import torch
+
+    if num_threads is None:
+        if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
+            return int(torch.get_num_threads())
+        n = 1
+    else:
+        n = num_threads
     if n < 1:
         raise ClassifierError(f"num_threads must be >= 1, got {n}")
-    torch.set_num_threads(n)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
     with contextlib.suppress(RuntimeError):  # already started: torch keeps its setting
         torch.set_num_interop_threads(min(n, 2))
     return n
+
+
+def configure_threads_if_loaded(num_threads: int | None) -> None:
+    """`configure_threads`, only when torch is already imported (never imports it)."""
+    if "torch" in sys.modules:
+        configure_threads(num_threads)
 
 
 def file_sha256(path: Path) -> str:
@@ -91,6 +116,9 @@ def quantize_int8(module: nn.Module) -> nn.Module:
     torch 2.13 marks `torch.ao.quantization` deprecated in favour of the separate ``torchao``
     package; we keep the built-in path (no extra dependency) and silence only its notices.
     """
+    import torch
+    from torch import nn
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=UserWarning, message=r".*quantiz.*")
@@ -108,10 +136,38 @@ class FastBackend:
         self.buckets = buckets
 
     def probabilities(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        import torch
+
         ids, offsets = batch_ngram_ids(texts, buckets=self.buckets)
         with torch.inference_mode():
             logits = self.net(torch.from_numpy(ids), torch.from_numpy(offsets))
             out: npt.NDArray[np.float32] = torch.sigmoid(logits).numpy()
+        return out
+
+
+class NumpyFastBackend:
+    """The hashed byte n-gram model (mean pooling) in numpy: no torch on the default path."""
+
+    def __init__(
+        self, tensors: Mapping[str, npt.NDArray[np.floating[Any]]], *, buckets: int
+    ) -> None:
+        # widened once: numpy's fp16 arithmetic is emulated and costs more than the gather
+        self.embedding = np.ascontiguousarray(tensors["embedding"], dtype=np.float32)
+        self.w1 = np.ascontiguousarray(tensors["mlp.1.weight"].astype(np.float32).T)
+        self.b1 = tensors["mlp.1.bias"].astype(np.float32)
+        self.w2 = np.ascontiguousarray(tensors["mlp.4.weight"].astype(np.float32).T)
+        self.b2 = tensors["mlp.4.bias"].astype(np.float32)
+        self.buckets = buckets
+
+    def probabilities(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        ids, offsets = batch_ngram_ids(texts, buckets=self.buckets)
+        rows = np.take(self.embedding, ids, axis=0)
+        sums = np.add.reduceat(rows, offsets, axis=0) if len(texts) > 1 else rows.sum(0)[None]
+        counts = np.diff(np.r_[offsets, len(ids)]).astype(np.float32)
+        mean = sums / counts[:, None]
+        hidden = np.maximum(mean @ self.w1 + self.b1, 0.0)
+        logits = hidden @ self.w2 + self.b2
+        out: npt.NDArray[np.float32] = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
         return out
 
 
@@ -123,6 +179,8 @@ class MiniLMBackend:
         self.head = head.eval()
 
     def probabilities(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        import torch
+
         with torch.inference_mode():
             emb = self.encoder.encode(texts)
             out: npt.NDArray[np.float32] = torch.sigmoid(self.head(emb)).numpy()
@@ -135,7 +193,13 @@ class SafetyClassifier:
     Attributes:
         name: the shipped name or the directory it was loaded from.
         categories: category order of every score dict.
-        thresholds: calibrated per category (validation split, stated precision target).
+        thresholds: calibrated per category (validation split, stated precision target):
+            the score at which a category is worth flagging.
+        block_thresholds: calibrated per category for a higher precision target: the score
+            at which a category is confident enough to refuse (the ``default`` pack's block
+            rules use these). Never below ``thresholds``.
+        min_signal_chars: a text with fewer signal characters (see `signal`) than this is
+            too short for the classifier alone to refuse it; see `has_signal`.
         digest: SHA-256 of the weights file, for provenance in the audit log.
         int8: whether INT8 dynamic quantization is applied.
         config: the weights directory's config, metrics included.
@@ -163,6 +227,13 @@ class SafetyClassifier:
         self.thresholds: dict[str, float] = {
             c: float(config["thresholds"][c]) for c in self.categories
         }
+        block = config.get("block_thresholds") or {}
+        self.block_thresholds: dict[str, float] = {
+            c: max(self.thresholds[c], float(block.get(c, self.thresholds[c])))
+            for c in self.categories
+        }
+        self.min_signal_chars = int(config.get("min_signal_chars", 12))
+        self.decode = bool(config.get("decode_payloads", True))
         self.window_chars = int(config["window_chars"])
         self.stride_chars = int(config["stride_chars"])
         self.max_batch_size = max_batch_size
@@ -180,7 +251,9 @@ class SafetyClassifier:
 
         Empty or whitespace-only text scores 0.0 everywhere without running the model. Text
         longer than ``window_chars`` is cut into overlapping windows and each category takes
-        its maximum over the windows.
+        its maximum over the windows. Payloads hidden in base64, hex, %-encoding or (when
+        hinted) rot13 are decoded (bounded, see `guardrails.classifier.decoding`) and their
+        windows count as the text's own.
 
         Raises:
             ClassifierError: ``texts`` is a bare string or holds something that is not a str.
@@ -191,9 +264,11 @@ class SafetyClassifier:
         for i, text in enumerate(items):
             if not text.strip():
                 continue
-            for w in windows(text, size=self.window_chars, stride=self.stride_chars):
-                window_texts.append(w)
-                owners.append(i)
+            views = [text, *decoded_views(text)] if self.decode else [text]
+            for view in views:
+                for w in windows(view, size=self.window_chars, stride=self.stride_chars):
+                    window_texts.append(w)
+                    owners.append(i)
         probs = np.zeros((len(items), len(self.categories)), dtype=np.float64)
         if window_texts:
             # similar lengths share a batch: less padding for MiniLM, no cost for the fast model
@@ -221,6 +296,24 @@ class SafetyClassifier:
     def over_threshold(self, scores: Mapping[str, float]) -> list[str]:
         """The categories whose score reaches their calibrated threshold."""
         return [c for c in self.categories if scores.get(c, 0.0) >= self.thresholds[c]]
+
+    def signal(self, text: str) -> int:
+        """How much the model has to go on: letters and digits, a CJK/kana/hangul one as 3."""
+        return signal_chars(text)
+
+    def has_signal(self, text: str) -> bool:
+        """Whether ``text`` is long enough for a classifier score alone to refuse it.
+
+        "yes", "ok!", "who are you?" and "good morning :)" are below the line; so is any
+        text of fewer than `min_signal_chars` signal characters. A guard should turn a
+        classifier-only block on such a text into a flag (the rules still block).
+        """
+        return signal_chars(text) >= self.min_signal_chars
+
+    def warm(self) -> SafetyClassifier:
+        """Run one forward pass so the first real request pays no first-call costs."""
+        self.score(["warm-up: the quick brown fox jumps over the lazy dog. 你好"])
+        return self
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
@@ -264,10 +357,7 @@ def read_config(directory: Path) -> dict[str, Any]:
     return dict(config)
 
 
-def _load_tensors(directory: Path, expected_sha256: str) -> tuple[dict[str, torch.Tensor], str]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+def _verified_path(directory: Path, expected_sha256: str) -> tuple[Path, str]:
     path = directory / WEIGHTS_FILE
     if not path.exists():
         raise ClassifierError(f"classifier weights file missing: {path}")
@@ -277,11 +367,53 @@ def _load_tensors(directory: Path, expected_sha256: str) -> tuple[dict[str, torc
             f"classifier weights {path} are corrupt or were replaced: SHA-256 {digest[:16]}... "
             f"does not match config.json's {expected_sha256[:16]}..."
         )
+    return path, digest
+
+
+def _load_tensors(directory: Path, expected_sha256: str) -> tuple[dict[str, torch.Tensor], str]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path, digest = _verified_path(directory, expected_sha256)
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ClassifierError(f"cannot read classifier weights {path}: {exc}") from exc
     return {k: v.float() for k, v in tensors.items()}, digest
+
+
+def _load_arrays(
+    directory: Path, expected_sha256: str
+) -> tuple[dict[str, npt.NDArray[np.floating[Any]]], str]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    path, digest = _verified_path(directory, expected_sha256)
+    try:
+        arrays: dict[str, npt.NDArray[np.floating[Any]]] = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ClassifierError(f"cannot read classifier weights {path}: {exc}") from exc
+    return arrays, digest
+
+
+def _numpy_fast(config: Mapping[str, Any], arrays: Mapping[str, Any]) -> Backend:
+    hp = config["hparams"]
+    buckets, dim, hidden = int(hp["buckets"]), int(hp["dim"]), int(hp["hidden"])
+    n_out = len(config["categories"])
+    expected = {
+        "embedding": (buckets, dim),
+        "mlp.1.weight": (hidden, dim),
+        "mlp.1.bias": (hidden,),
+        "mlp.4.weight": (n_out, hidden),
+        "mlp.4.bias": (n_out,),
+    }
+    got = {k: tuple(v.shape) for k, v in arrays.items()}
+    if got != expected:
+        raise ClassifierError(
+            f"classifier weights do not fit the model in config.json: expected {expected}, "
+            f"found {got}"
+        )
+    return NumpyFastBackend(arrays, buckets=buckets)
 
 
 def _build_fast(config: Mapping[str, Any], tensors: dict[str, torch.Tensor], int8: bool) -> Backend:
@@ -324,7 +456,7 @@ def _load_state(module: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
         ) from exc
 
 
-BUILDERS: dict[str, Callable[[Mapping[str, Any], dict[str, torch.Tensor], bool], Backend]] = {
+BUILDERS: dict[str, Callable[[Mapping[str, Any], dict[str, Any], bool], Backend]] = {
     "byte_ngram": _build_fast,
     "minilm_head": _build_minilm,
 }
@@ -341,6 +473,21 @@ def resolve(name_or_path: str) -> tuple[str, Path]:
         f"unknown classifier {name_or_path!r}: expected one of {sorted(SHIPPED)} "
         "or a directory holding config.json and model.safetensors"
     )
+
+
+def cache_key(name_or_path: str) -> tuple[object, ...]:
+    """What identifies a load: the directory and its files' sizes and modification times."""
+    if not isinstance(name_or_path, str | os.PathLike):
+        raise ClassifierError(f"classifier name must be a str, got {type(name_or_path).__name__}")
+    _, directory = resolve(str(name_or_path))
+    stamps: list[object] = [str(directory.resolve())]
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        try:
+            st = (directory / name).stat()
+            stamps.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            stamps.append(None)
+    return tuple(stamps)
 
 
 def load(
@@ -362,9 +509,19 @@ def load(
     unknown = set(config["categories"]) - set(CATEGORIES)
     if unknown:
         raise ClassifierError(f"{directory}: config names unknown categories {sorted(unknown)}")
-    configure_threads(num_threads)
-    tensors, digest = _load_tensors(directory, str(config["weights_sha256"]))
-    backend = builder(config, tensors, int8)
+    numpy_path = (
+        str(config["kind"]) == "byte_ngram"
+        and not int8
+        and (str(config.get("hparams", {}).get("pool", "mean")) == "mean")
+    )
+    if numpy_path:
+        arrays, digest = _load_arrays(directory, str(config["weights_sha256"]))
+        backend = _numpy_fast(config, arrays)
+        configure_threads_if_loaded(num_threads)
+    else:
+        configure_threads(num_threads)
+        tensors, digest = _load_tensors(directory, str(config["weights_sha256"]))
+        backend = builder(config, tensors, int8)
     return SafetyClassifier(
         name=name,
         backend=backend,
@@ -384,6 +541,7 @@ def write_model_dir(
     half: Sequence[str] = (),
 ) -> str:
     """Write weights (names in ``half`` stored as float16) and config; returns the SHA-256."""
+    import torch
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,13 @@ from guardrails.classifier.microbatch import MicroBatcher
 
 def test_public_api_is_pinned():
     """The package exports exactly the agreed names, in ruff's isort-style order."""
-    assert pkg.__all__ == ["CATEGORIES", "TAXONOMY", "ClassifierError", "load_classifier"]
+    assert pkg.__all__ == [
+        "CATEGORIES",
+        "TAXONOMY",
+        "ClassifierError",
+        "load_classifier",
+        "preload",
+    ]
 
 
 def test_categories_are_the_contract():
