@@ -105,31 +105,11 @@ def _check_model(state: ProxyState, model: str) -> None:
         )
 
 
-def _check_common(payload: dict[str, Any]) -> None:
-    if payload.get("n") not in (None, 1):
-        raise ProxyHTTPError(
-            400,
-            "Only n=1 is supported: each choice would need its own check.",
-            param="n",
-            code="unsupported_parameter",
-        )
-    for name in ("tools", "functions", "tool_choice", "function_call"):
-        if payload.get(name):
-            raise ProxyHTTPError(
-                400,
-                f"{name!r} is not supported by the guard proxy yet: tool-call arguments are "
-                "not checked, so they are refused rather than passed unchecked.",
-                param=name,
-                code="unsupported_parameter",
-            )
-
-
 async def _completion(
     request: Request,
     route: str,
     model: str,
     user: str | None,
-    prompt: str,
     payload: dict[str, Any],
     stream: bool,
     include_usage: bool,
@@ -150,7 +130,6 @@ async def _completion(
         route=route,
         model=model,
         user=user,
-        prompt=prompt,
         payload=payload,
         upstream=state.upstream,
         observe_upstream=observe_upstream,
@@ -185,11 +164,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
             code="too_many_messages",
         )
     payload = body.model_dump(exclude_unset=True)
-    _check_common(payload)
-    prompt = "\n\n".join(message.text() for message in body.messages)
-    include_usage = bool((body.stream_options or {}).get("include_usage"))
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return await _completion(
-        request, CHAT, body.model, body.user, prompt, payload, body.stream, include_usage
+        request, CHAT, body.model, body.user, payload, body.stream, include_usage
     )
 
 
@@ -211,10 +188,9 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
         prompt = body.prompt
     payload = body.model_dump(exclude_unset=True)
     payload["prompt"] = prompt
-    _check_common(payload)
-    include_usage = bool((body.stream_options or {}).get("include_usage"))
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return await _completion(
-        request, COMPLETIONS, body.model, body.user, prompt, payload, body.stream, include_usage
+        request, COMPLETIONS, body.model, body.user, payload, body.stream, include_usage
     )
 
 

@@ -7,7 +7,17 @@
 - ``slowsay: TEXT``: the same, streamed with 50 ms between chunks;
 - ``sleep: SECONDS``: wait that long first (time-outs);
 - ``fail: STATUS``: answer with that HTTP status and an OpenAI-style error;
+- ``reason: THOUGHT | TEXT``: answer TEXT with ``reasoning_content`` THOUGHT;
+- ``refuse: TEXT``: a ``refusal`` instead of content;
+- ``tool: NAME ARGUMENTS``: a call of tool NAME with ARGUMENTS (a JSON object);
 - anything else: answer ``echo: <message>``.
+
+In a reply, ``{at}`` becomes ``@``: an e-mail address the prompt's check never saw, so the
+output check is what must catch it.
+
+With ``n > 1`` a ``say:`` reply may hold alternatives separated by ``||``: choice *i* gets
+the *i*-th (cycling). With ``logprobs: true`` each choice carries logprobs whose tokens are
+its chunks, each with ``top_logprobs`` alternatives (the token upper-cased).
 
 It records every request body it received (``requests``), so tests can prove what reached
 the upstream, and checks the upstream key when one is set. Run ``python -m
@@ -114,32 +124,41 @@ class FakeUpstream:
             status = int(argument.strip().split()[0])
             return self._error(status, "scripted failure", "scripted")
         reply = argument.strip() if command in ("say", "slowsay") else f"echo: {text}"
+        argument = argument.replace("{at}", "@")
+        reply = reply.replace("{at}", "@")
+        n = int(body.get("n") or 1)
+        alternatives = reply.split("||") if command == "say" and n > 1 else [reply]
+        parts = [
+            self._parts(command, argument, alternatives[i % len(alternatives)].strip(), text)
+            for i in range(n)
+        ]
+        reply = parts[0].get("content") or ""
         ident, created = f"fake-{uuid.uuid4().hex[:12]}", int(time.time())
         usage = {
             "prompt_tokens": len(text.split()),
             "completion_tokens": len(reply.split()),
             "total_tokens": len(text.split()) + len(reply.split()),
         }
+        want_logprobs = bool(body.get("logprobs"))
         if not body.get("stream"):
-            choice: dict[str, Any] = (
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": reply},
-                    "finish_reason": "stop",
-                    "logprobs": None,
-                }
-                if chat
-                else {"index": 0, "text": reply, "finish_reason": "stop", "logprobs": None}
-            )
+            choices = [
+                self._choice(i, p, chat=chat, logprobs=want_logprobs) for i, p in enumerate(parts)
+            ]
             return web.json_response(
                 {
                     "id": ident,
                     "object": "chat.completion" if chat else "text_completion",
                     "created": created,
                     "model": body["model"],
-                    "choices": [choice],
+                    "choices": choices,
                     "usage": usage,
+                    # not an OpenAI field: a proxy that passes fields through would leak it
+                    "debug": {"prompt": text},
                 }
+            )
+        if n > 1 or command in ("reason", "refuse", "tool") or want_logprobs:
+            return await self._stream_parts(
+                request, body, parts, chat=chat, ident=ident, created=created, usage=usage
             )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
@@ -175,6 +194,156 @@ class FakeUpstream:
             if chat
             else {"index": 0, "text": "", "finish_reason": "stop"}
         )
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await send(None, {"usage": usage})
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    @staticmethod
+    def _parts(command: str, argument: str, reply: str, text: str) -> dict[str, Any]:
+        """What one choice says: content, reasoning, refusal, tool call."""
+        if command == "reason":
+            thought, _, answer = argument.partition("|")
+            return {"content": answer.strip(), "reasoning_content": thought.strip()}
+        if command == "refuse":
+            return {"content": None, "refusal": argument.strip()}
+        if command == "tool":
+            name, _, arguments = argument.strip().partition(" ")
+            return {"content": None, "tool": (name, arguments.strip())}
+        return {"content": reply}
+
+    def _tokens(self, text: str) -> list[dict[str, Any]]:
+        tokens = [text[i : i + self.chunk_size] for i in range(0, len(text), self.chunk_size)]
+        return [
+            {
+                "token": t,
+                "logprob": -0.5,
+                "bytes": list(t.encode()),
+                "top_logprobs": [{"token": t.upper(), "logprob": -1.5, "bytes": None}],
+            }
+            for t in tokens
+        ]
+
+    def _choice(
+        self, index: int, parts: dict[str, Any], *, chat: bool, logprobs: bool
+    ) -> dict[str, Any]:
+        content = parts.get("content")
+        if not chat:
+            choice_logprobs = None
+            if logprobs:
+                entries = self._tokens(content or "")
+                choice_logprobs = {
+                    "tokens": [e["token"] for e in entries],
+                    "token_logprobs": [e["logprob"] for e in entries],
+                    "top_logprobs": [{e["token"].upper(): -1.5} for e in entries],
+                    "text_offset": list(range(len(entries))),
+                }
+            return {
+                "index": index,
+                "text": content or "",
+                "finish_reason": "stop",
+                "logprobs": choice_logprobs,
+            }
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if "reasoning_content" in parts:
+            message["reasoning_content"] = parts["reasoning_content"]
+        if "refusal" in parts:
+            message["refusal"] = parts["refusal"]
+        finish = "stop"
+        if "tool" in parts:
+            name, arguments = parts["tool"]
+            message["tool_calls"] = [
+                {
+                    "id": f"call_{index}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": arguments},
+                }
+            ]
+            finish = "tool_calls"
+        return {
+            "index": index,
+            "message": message,
+            "finish_reason": finish,
+            "logprobs": {"content": self._tokens(content or ""), "refusal": None}
+            if logprobs
+            else None,
+        }
+
+    async def _stream_parts(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        parts: list[dict[str, Any]],
+        *,
+        chat: bool,
+        ident: str,
+        created: int,
+        usage: dict[str, Any],
+    ) -> web.StreamResponse:
+        """Stream choices (interleaved), reasoning, refusals and tool calls chunk by chunk."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        kind = "chat.completion.chunk" if chat else "text_completion"
+        size = self.chunk_size
+
+        async def send(choice: dict[str, Any] | None, extra: dict[str, Any] | None = None) -> None:
+            event: dict[str, Any] = {
+                "id": ident,
+                "object": kind,
+                "created": created,
+                "model": body["model"],
+                "choices": [choice] if choice is not None else [],
+            }
+            event.update(extra or {})
+            await response.write(f"data: {json.dumps(event)}\n\n".encode())
+
+        def pieces(text: str | None) -> list[str]:
+            return [(text or "")[i : i + size] for i in range(0, len(text or ""), size)]
+
+        for index, part in enumerate(parts):
+            if chat:
+                await send({"index": index, "delta": {"role": "assistant"}, "finish_reason": None})
+            for key in ("reasoning_content", "refusal", "content") if chat else ("content",):
+                for piece in pieces(part.get(key)):
+                    if chat:
+                        choice: dict[str, Any] = {
+                            "index": index,
+                            "delta": {key: piece},
+                            "finish_reason": None,
+                        }
+                        if key == "content" and body.get("logprobs"):
+                            choice["logprobs"] = {"content": self._tokens(piece)}
+                    else:
+                        choice = {"index": index, "text": piece, "finish_reason": None}
+                        if body.get("logprobs"):
+                            entries = self._tokens(piece)
+                            choice["logprobs"] = {
+                                "tokens": [e["token"] for e in entries],
+                                "token_logprobs": [e["logprob"] for e in entries],
+                                "top_logprobs": [{e["token"].upper(): -1.5} for e in entries],
+                                "text_offset": [0 for _ in entries],
+                            }
+                    await send(choice)
+            if "tool" in part:
+                name, arguments = part["tool"]
+                head = {"index": 0, "id": f"call_{index}", "type": "function"}
+                await send(
+                    {
+                        "index": index,
+                        "delta": {"tool_calls": [{**head, "function": {"name": name}}]},
+                        "finish_reason": None,
+                    }
+                )
+                for piece in pieces(arguments):
+                    call = {"index": 0, "function": {"arguments": piece}}
+                    await send({"index": index, "delta": {"tool_calls": [call]}})
+            finish = "tool_calls" if "tool" in part else "stop"
+            await send(
+                {"index": index, "delta": {}, "finish_reason": finish}
+                if chat
+                else {"index": index, "text": "", "finish_reason": finish}
+            )
         if (body.get("stream_options") or {}).get("include_usage"):
             await send(None, {"usage": usage})
         await response.write(b"data: [DONE]\n\n")

@@ -27,6 +27,12 @@ def post(proxy, keys):
     return send
 
 
+def _chat_with(field: bytes) -> bytes:
+    return (
+        b'{"model": "fake-model", "messages": [{"role": "user", "content": "x"}], ' + field + b"}"
+    )
+
+
 CASES = [
     ("malformed-json", "/chat/completions", b'{"model": "fake-model", "messages": [', 400),
     (
@@ -51,16 +57,24 @@ CASES = [
         404,
     ),
     (
-        "n-2",
-        "/chat/completions",
-        b'{"model": "fake-model", "n": 2, "messages": [{"role": "user", "content": "x"}]}',
-        400,
-    ),
-    (
-        "tools",
+        "tool-without-function",
         "/chat/completions",
         b'{"model": "fake-model", "tools": [{"type": "function"}],'
         b' "messages": [{"role": "user", "content": "x"}]}',
+        400,
+    ),
+    ("stream-yes", "/chat/completions", _chat_with(b'"stream": "yes"'), 400),
+    ("nan-temperature", "/chat/completions", _chat_with(b'"temperature": NaN'), 400),
+    ("infinite-top-p", "/chat/completions", _chat_with(b'"top_p": Infinity'), 400),
+    ("negative-max-tokens", "/chat/completions", _chat_with(b'"max_tokens": -1'), 400),
+    ("string-n", "/chat/completions", _chat_with(b'"n": "2"'), 400),
+    ("n-too-large", "/chat/completions", _chat_with(b'"n": 1000'), 400),
+    ("top-logprobs-99", "/chat/completions", _chat_with(b'"top_logprobs": 99'), 400),
+    ("bad-tool-choice", "/chat/completions", _chat_with(b'"tool_choice": "always"'), 400),
+    (
+        "completion-stream-yes",
+        "/completions",
+        b'{"model": "fake-model", "prompt": "x", "stream": "yes"}',
         400,
     ),
     ("not-an-object", "/chat/completions", b"[1, 2, 3]", 400),
