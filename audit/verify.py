@@ -19,18 +19,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Connection, inspect, select
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit.chain import CONTENT_FIELDS, chain_hash, content_json_from_mapping
 from audit.checkpoint import Checkpoint
 from audit.engine import create_audit_engine, safe_url
-from audit.exceptions import AuditConfigError, AuditEventError, AuditStoreError
+from audit.exceptions import AuditEventError, AuditStoreError
 from audit.merkle import MerkleAccumulator
+from audit.query import require_schema
 from audit.schema import CHAINS, CHECKPOINTS, EVENTS, GENESIS_HASH, PURGES
 from audit.store import AuditStore
 
-__all__ = ["ChainProblem", "VerifyReport", "verify_chain"]
+__all__ = ["ChainProblem", "UnclosedStream", "VerifyReport", "verify_chain"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +48,30 @@ class ChainProblem:
 
 
 @dataclass(frozen=True, slots=True)
+class UnclosedStream:
+    """A stream's ``open`` event with no ``close`` event of the same request anywhere in the
+    log: its process died mid-stream (or the stream is still running). Not tampering: a
+    finding of its own."""
+
+    chain_id: str
+    seq: int
+    event_id: str
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyReport:
-    """The outcome of `verify_chain`: ``ok`` only if no chain has a problem."""
+    """The outcome of `verify_chain`: ``ok`` only if no chain has a problem.
+
+    ``unclosed`` lists stream openings without a closing; they do not make ``ok`` false.
+    """
 
     ok: bool
     events_checked: int
     chains_checked: int
     problems: tuple[ChainProblem, ...]
     checkpoints_checked: int = 0
+    unclosed: tuple[UnclosedStream, ...] = ()
 
     @property
     def first_problem(self) -> ChainProblem | None:
@@ -206,11 +223,7 @@ def _verify(
     trusted: tuple[Ed25519PublicKey, ...],
     progress: Callable[[int], None] | None = None,
 ) -> VerifyReport:
-    if not inspect(conn).has_table(EVENTS.name):
-        raise AuditConfigError(
-            f"{safe_url(conn.engine.url)} holds no audit log (no {EVENTS.name} table); "
-            "run `guardrails db upgrade` first"
-        )
+    require_schema(conn)
     heads = {row.chain_id: row for row in conn.execute(select(CHAINS))}
     contexts: dict[str, _ChainContext] = {}
 
@@ -229,7 +242,20 @@ def _verify(
     problems: dict[str, ChainProblem] = {}
     events_checked = 0
     seen: set[str] = set()
-    for chain_id, rows in itertools.groupby(events, key=lambda r: r.chain_id):
+    opens: dict[str, UnclosedStream] = {}
+    closed: set[str] = set()
+
+    def streams(rows: Iterator[Any]) -> Iterator[Any]:
+        for row in rows:
+            if row.phase == "open":
+                opens[row.request_id] = UnclosedStream(
+                    row.chain_id, row.seq, row.event_id, row.request_id
+                )
+            elif row.phase == "close":
+                closed.add(row.request_id)
+            yield row
+
+    for chain_id, rows in itertools.groupby(streams(events), key=lambda r: r.chain_id):
         seen.add(chain_id)
         checked, problem = _walk(
             chain_id,
@@ -245,13 +271,40 @@ def _verify(
         _, problem = _walk(chain_id, heads[chain_id], iter(()), hmac_key, context(chain_id))
         if problem is not None:
             problems[chain_id] = problem
+    # Chains known only from their checkpoints or purge records: rows and chain row deleted.
+    for chain_id in sorted(contexts.keys() - heads.keys() - seen):
+        ctx = contexts[chain_id]
+        if ctx.checkpoints:
+            top = max(row.tree_size for row in ctx.checkpoints)
+            problems[chain_id] = ChainProblem(
+                chain_id,
+                top,
+                None,
+                f"whole chain deleted: {len(ctx.checkpoints)} signed checkpoint(s) up to tree "
+                f"size {top} name it, but it has no chain row and no events",
+            )
+        elif ctx.purged_upto:
+            problems[chain_id] = ChainProblem(
+                chain_id,
+                ctx.purged_upto,
+                None,
+                f"whole chain deleted: a recorded purge covers it up to seq {ctx.purged_upto}, "
+                "but it has no chain row and no events",
+            )
     ordered = tuple(problems[c] for c in sorted(problems))
+    known = seen | heads.keys() | {c for c, x in contexts.items() if x.checkpoints or x.purged_upto}
     return VerifyReport(
         ok=not ordered,
         events_checked=events_checked,
-        chains_checked=len(seen | heads.keys()),
+        chains_checked=len(known),
         problems=ordered,
         checkpoints_checked=sum(len(c.checkpoints) for c in contexts.values()),
+        unclosed=tuple(
+            sorted(
+                (u for rid, u in opens.items() if rid not in closed),
+                key=lambda u: (u.chain_id, u.seq),
+            )
+        ),
     )
 
 

@@ -25,13 +25,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from audit.engine import default_audit_url
+from guardrails.console import CONSOLE_PREFIX, ConsoleSettings, create_console_router
 from guardrails.logs import get_logger
 from guardrails.proxy.config import ProxyConfig
 from guardrails.proxy.errors import ProxyHTTPError, error_body, error_type_for
-from guardrails.proxy.keys import KeyRing, KeysFileError
+from guardrails.proxy.keys import KeyRing
 from guardrails.proxy.metrics import Metrics
 from guardrails.proxy.pipeline import REQUEST_ID_HEADER, Caller
-from guardrails.proxy.policies import PolicyRegistry
+from guardrails.proxy.policies import PolicyRegistry, ReloadWatcher
 from guardrails.proxy.routes import router
 from guardrails.proxy.state import ProxyState
 from guardrails.proxy.upstream import GeneratorUpstream, HTTPUpstream, Upstream
@@ -53,6 +55,10 @@ _ROUTE_LABELS = frozenset(
         "/admin/audit",
     }
 )
+
+
+def _is_console(path: str) -> bool:
+    return path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")
 
 
 def _json_error(status: int, message: str, request_id: str, code: str | None) -> list[Message]:
@@ -122,7 +128,8 @@ class ProxyMiddleware:
                 await send_with_id(part)
 
         try:
-            if path not in _OPEN_PATHS:
+            # the console authenticates its own way (a session cookie for browsers)
+            if path not in _OPEN_PATHS and not _is_console(path):
                 caller = self._caller(scope)
                 if caller is None:
                     await reply(401, "Missing or invalid API key.", "invalid_api_key")
@@ -248,18 +255,8 @@ def _make_upstream(config: ProxyConfig) -> Upstream:
 
 
 async def _watch(state: ProxyState) -> None:
-    """Poll the keys file and the policy files; reload what changed."""
-    while True:
-        await asyncio.sleep(state.config.reload_interval_s)
-        try:
-            if state.keys is not None and await asyncio.to_thread(state.keys.reload_if_changed):
-                log.warning("keys_reloaded", keys=len(state.keys.keys))
-        except KeysFileError as exc:
-            log.error("keys_reload_rejected", error=str(exc))
-        try:
-            await state.registry.check_all()
-        except Exception as exc:  # keep watching; the last good policies stay in force
-            log.error("policy_watch_failed", error=repr(exc))
+    """Poll the keys file and the policy files; reload what changed (see `ReloadWatcher`)."""
+    await ReloadWatcher(state.registry, lambda: state.keys, state.config.reload_interval_s).run()
 
 
 def create_app(config: ProxyConfig) -> FastAPI:
@@ -297,6 +294,7 @@ def create_app(config: ProxyConfig) -> FastAPI:
                 await watcher
             await state.upstream.close()
             await state.registry.close()
+            await asyncio.to_thread(console.console_close)  # type: ignore[attr-defined]
             if state.audit_reader is not None:
                 await asyncio.to_thread(state.audit_reader.close)
 
@@ -311,6 +309,10 @@ def create_app(config: ProxyConfig) -> FastAPI:
     app.state.proxy = state
     _install_error_handlers(app)
     app.include_router(router)
+    console = create_console_router(
+        ConsoleSettings(audit_url=config.audit or default_audit_url(), keys=lambda: state.keys)
+    )
+    app.include_router(console)
     app.add_middleware(ProxyMiddleware, state=state)
     return app
 
