@@ -13,13 +13,21 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.util.exc import CommandError
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit.engine import IMMEDIATE, create_audit_engine, safe_url
 from audit.exceptions import AuditConfigError, AuditStoreError
+from audit.schema import EVENTS
 
-__all__ = ["current_revision", "downgrade", "migrations_dir", "upgrade", "upgrade_engine"]
+__all__ = [
+    "current_revision",
+    "downgrade",
+    "migrations_dir",
+    "require_schema",
+    "upgrade",
+    "upgrade_engine",
+]
 
 # An arbitrary constant: serialises concurrent upgrades of one PostgreSQL database.
 _PG_MIGRATION_LOCK = 0x6175646974  # "audit"
@@ -116,3 +124,26 @@ def current_revision(url: str) -> str | None:
         raise AuditStoreError(f"reading the revision of {safe_url(url)} failed: {exc}") from exc
     finally:
         engine.dispose()
+
+
+def require_schema(conn: Connection) -> None:
+    """Fail with an instruction, not an SQL error, when the audit schema is missing or old.
+
+    Raises:
+        AuditConfigError: no ``audit_events`` table, or it lacks columns this version reads
+            (the database was never upgraded to the current revision).
+    """
+    inspector = inspect(conn)
+    if not inspector.has_table(EVENTS.name):
+        raise AuditConfigError(
+            f"{conn.engine.url.render_as_string(hide_password=True)} holds no audit log "
+            f"(no {EVENTS.name} table): run `guardrails db upgrade` first"
+        )
+    present = {column["name"] for column in inspector.get_columns(EVENTS.name)}
+    missing = sorted(set(EVENTS.c.keys()) - present)
+    if missing:
+        raise AuditConfigError(
+            f"the audit schema at {conn.engine.url.render_as_string(hide_password=True)} is "
+            f"older than this version (no column(s) {', '.join(missing)}): "
+            "run `guardrails db upgrade`"
+        )

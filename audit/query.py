@@ -4,12 +4,18 @@ Every filter maps to an indexed column (``created_at`` plus tenant, user, model,
 policy digest), except ``rule_id`` (a JSON containment test on the findings) and ``text``
 (a case-insensitive substring of prompt or output), which narrow what the time range and
 the indexed filters already selected.
+
+A stream is stored as two events sharing a ``request_id`` (``phase`` ``open`` then
+``close``). `listed_calls` folds each such pair into one `ListedCall` for display, and marks
+an ``open`` with no ``close`` as ``unclosed`` (its process died mid-stream, or the stream is
+still running); `unclosed_streams` lists those.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,12 +37,25 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from audit.exceptions import AuditConfigError
+from audit.migrate import require_schema
 from audit.schema import EVENTS
 from audit.store import StoredEvent, stored_event_from_row
 
-__all__ = ["Counts", "EventFilter", "count_by", "find_event", "iter_events", "select_events"]
+__all__ = [
+    "Counts",
+    "EventFilter",
+    "ListedCall",
+    "count_by",
+    "find_event",
+    "iter_events",
+    "listed_calls",
+    "require_schema",
+    "select_events",
+    "unclosed_streams",
+]
 
 STAGES = ("input", "output")
+_PHASES = ("call", "open", "close")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,6 +78,9 @@ class EventFilter:
     policy_digest: str | None = None
     text: str | None = None
     chain_id: str | None = None
+    phase: str | None = None
+    unclosed: bool = False
+    """Only stream openings that have no closing event (crashed or still running)."""
 
     def __post_init__(self) -> None:
         """Reject what cannot match anything sensible, naming the field.
@@ -74,6 +96,8 @@ class EventFilter:
             raise AuditConfigError(f"since ({self.since}) is not before until ({self.until})")
         if self.stage is not None and self.stage not in STAGES:
             raise AuditConfigError(f"stage: {self.stage!r} is not one of {', '.join(STAGES)}")
+        if self.phase is not None and self.phase not in _PHASES:
+            raise AuditConfigError(f"phase: {self.phase!r} is not one of {', '.join(_PHASES)}")
 
 
 def _has_finding(dialect: str, key: str, value: str) -> ColumnElement[bool]:
@@ -88,6 +112,19 @@ def _has_finding(dialect: str, key: str, value: str) -> ColumnElement[bool]:
     )
 
 
+def _unclosed() -> ColumnElement[bool]:
+    """An ``open`` event with no ``close`` event of the same request."""
+    closing = EVENTS.alias("closing")
+    return and_(
+        EVENTS.c.phase == "open",
+        ~exists(
+            select(literal(1))
+            .select_from(closing)
+            .where(closing.c.request_id == EVENTS.c.request_id, closing.c.phase == "close")
+        ),
+    )
+
+
 def _conditions(where: EventFilter, dialect: str) -> list[ColumnElement[bool]]:
     c = EVENTS.c
     out: list[ColumnElement[bool]] = []
@@ -95,7 +132,9 @@ def _conditions(where: EventFilter, dialect: str) -> list[ColumnElement[bool]]:
         out.append(c.created_at >= where.since)
     if where.until is not None:
         out.append(c.created_at < where.until)
-    for name in ("tenant", "user", "model", "policy_digest", "chain_id"):
+    if where.unclosed:
+        out.append(_unclosed())
+    for name in ("tenant", "user", "model", "policy_digest", "chain_id", "phase"):
         value = getattr(where, name)
         if value is not None:
             out.append(c[name] == value)
@@ -146,7 +185,12 @@ def iter_events(
     offset: int = 0,
     newest_first: bool = True,
 ) -> Iterator[StoredEvent]:
-    """Stream the events matching ``where`` (server-side batches on PostgreSQL)."""
+    """Stream the events matching ``where`` (server-side batches on PostgreSQL).
+
+    Raises:
+        AuditConfigError: the database has no audit schema at the current revision.
+    """
+    require_schema(conn)
     query = select_events(
         where, dialect=conn.dialect.name, limit=limit, offset=offset, newest_first=newest_first
     )
@@ -155,8 +199,13 @@ def iter_events(
 
 
 def find_event(engine: Engine, event_id: str) -> StoredEvent | None:
-    """The event with this id, or None."""
+    """The event with this id, or None.
+
+    Raises:
+        AuditConfigError: the database has no audit schema at the current revision.
+    """
     with engine.connect() as conn:
+        require_schema(conn)
         row = conn.execute(select(EVENTS).where(EVENTS.c.event_id == event_id)).first()
     return None if row is None else stored_event_from_row(row)
 
@@ -172,7 +221,12 @@ class Counts:
 
 
 def count_by(conn: Connection, where: EventFilter) -> Counts:
-    """Counts by final action and by UTC day (in SQL), and by rule id (over the findings)."""
+    """Counts by final action and by UTC day (in SQL), and by rule id (over the findings).
+
+    Raises:
+        AuditConfigError: the database has no audit schema at the current revision.
+    """
+    require_schema(conn)
     conditions = and_(true(), *_conditions(where, conn.dialect.name))
     by_action = {
         str(action): int(n)
@@ -200,3 +254,71 @@ def count_by(conn: Connection, where: EventFilter) -> Counts:
             if isinstance(finding, dict) and finding.get("rule_id"):
                 rules[str(finding["rule_id"])] += 1
     return Counts(sum(by_action.values()), by_action, dict(rules.most_common()), by_day)
+
+
+def unclosed_streams(conn: Connection, where: EventFilter | None = None) -> list[StoredEvent]:
+    """Stream openings with no closing event, oldest first (crashed mid-stream, or running).
+
+    Raises:
+        AuditConfigError: the database has no audit schema at the current revision.
+    """
+    chosen = dataclasses.replace(where or EventFilter(), unclosed=True)
+    return list(iter_events(conn, chosen, limit=None, newest_first=False))
+
+
+@dataclass(frozen=True, slots=True)
+class ListedCall:
+    """One call as a listing shows it: a plain call, or a stream's two halves folded.
+
+    ``status`` is ``call``; for a stream, its ``stream_end`` (``complete``, ``blocked``,
+    ``client_closed``, ``error``) when closed, ``unclosed`` when the opening has no closing
+    event. ``event`` is the closing (or the lone opening); ``opening`` is the stream's
+    ``open`` event when the listing holds it.
+    """
+
+    event: StoredEvent
+    opening: StoredEvent | None
+    status: str
+
+    @property
+    def prompt(self) -> str | None:
+        """The prompt as stored (a stream records it on its opening)."""
+        return self.opening.prompt if self.opening is not None else self.event.prompt
+
+
+def listed_calls(
+    conn: Connection, events: Sequence[StoredEvent] | Iterable[StoredEvent]
+) -> list[ListedCall]:
+    """Fold the stream halves in ``events`` into one `ListedCall` each, keeping their order
+    (a stream sits where its first listed half was); look up whether each opening listed
+    without its closing has one in the store.
+    """
+    listed = list(events)
+    opens = {e.request_id: e for e in listed if e.phase == "open"}
+    closes = {e.request_id: e for e in listed if e.phase == "close"}
+    lone_opens = [rid for rid in opens if rid not in closes]
+    closed_elsewhere: dict[str, StoredEvent] = {}
+    if lone_opens:
+        for i in range(0, len(lone_opens), 500):
+            chunk = lone_opens[i : i + 500]
+            rows = conn.execute(
+                select(EVENTS).where(EVENTS.c.phase == "close", EVENTS.c.request_id.in_(chunk))
+            )
+            for row in rows:
+                closed_elsewhere[row.request_id] = stored_event_from_row(row)
+    out: list[ListedCall] = []
+    done: set[str] = set()
+    for e in listed:
+        if e.phase == "call":
+            out.append(ListedCall(e, None, "call"))
+            continue
+        if e.request_id in done:
+            continue
+        done.add(e.request_id)
+        opening = opens.get(e.request_id)
+        closing = closes.get(e.request_id) or closed_elsewhere.get(e.request_id)
+        if closing is None:
+            out.append(ListedCall(e, opening, "unclosed"))
+        else:
+            out.append(ListedCall(closing, opening, closing.stream_end or "close"))
+    return out

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from audit.engine import IMMEDIATE, create_audit_engine, safe_url
 from audit.exceptions import AuditClosedError, AuditIntegrityError, AuditStoreError
-from audit.migrate import upgrade_engine
+from audit.migrate import require_schema, upgrade_engine
 from audit.schema import EVENTS, POLICIES
 from audit.spill import replay_orphans
 from audit.writer import AuditWriter
@@ -250,6 +250,7 @@ class AuditStore:
             newest_first: newest first (default) or oldest first.
 
         Raises:
+            AuditConfigError: the database was never upgraded to this version's schema.
             AuditStoreError: the store is unreachable or the read failed.
         """
         query = select(EVENTS)
@@ -267,6 +268,7 @@ class AuditStore:
         query = query.order_by(*(c.desc() for c in order) if newest_first else order)
         try:
             with self.engine.connect() as conn:
+                require_schema(conn)
                 rows = conn.execute(query.limit(limit)).all()
         except SQLAlchemyError as exc:
             raise self._store_error("querying events", exc) from exc

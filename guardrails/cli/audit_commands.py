@@ -51,7 +51,7 @@ from audit import (
 from audit.checkpoint import chain_leaves, load_checkpoints
 from audit.engine import create_audit_engine, safe_url
 from audit.merkle import inclusion_proof
-from audit.query import count_by, find_event, iter_events
+from audit.query import ListedCall, count_by, find_event, iter_events, listed_calls
 from guardrails.cli.app import audit_app, db_app
 from guardrails.cli.common import AuditOption, JsonOption, err, fail, out
 
@@ -142,12 +142,27 @@ def _report_json(url: str, report: VerifyReport) -> str:
             "chains_checked": report.chains_checked,
             "checkpoints_checked": report.checkpoints_checked,
             "problems": [asdict(problem) for problem in report.problems],
+            "unclosed": [asdict(u) for u in report.unclosed],
         },
         indent=2,
     )
 
 
+def _print_unclosed(report: VerifyReport) -> None:
+    if report.unclosed:
+        out.print(
+            f"[bold yellow]{len(report.unclosed)} unclosed stream(s)[/] "
+            "(opened, never closed: crashed mid-stream or still running)"
+        )
+        for u in report.unclosed[:20]:
+            out.print(
+                f"  unclosed: request {escape(u.request_id)} (event {u.event_id}, "
+                f"chain {u.chain_id} seq {u.seq})"
+            )
+
+
 def _print_report(url: str, report: VerifyReport) -> None:
+    _print_unclosed(report)
     where = escape(safe_url(url))
     counts = f"{report.events_checked} events in {report.chains_checked} chains"
     first = report.first_problem
@@ -387,6 +402,8 @@ _CSV_COLUMNS = (
     "policy_name",
     "policy_version",
     "latency_ms",
+    "phase",
+    "stream_end",
     "prompt",
     "output",
 )
@@ -396,7 +413,7 @@ def _rules(event: StoredEvent) -> str:
     return " ".join(sorted({str(f.get("rule_id")) for f in event.findings if f.get("rule_id")}))
 
 
-def _emit(events: Iterable[StoredEvent], fmt: str) -> int:
+def _emit(events: Iterable[StoredEvent], fmt: str, calls: list[ListedCall] | None = None) -> int:
     count = 0
     if fmt == "jsonl":
         for event in events:
@@ -417,12 +434,20 @@ def _emit(events: Iterable[StoredEvent], fmt: str) -> int:
             count += 1
         typer.echo(buffer.getvalue(), nl=False)
     else:
-        table = Table("time (UTC)", "event", "tenant", "user", "model", "action", "rules", "prompt")
-        for e in events:
-            prompt = (e.prompt or "").replace("\n", " ")
+        table = Table(
+            "time (UTC)", "event", "call", "tenant", "user", "model", "action", "rules", "prompt"
+        )
+        # A stream's open and close show as one row; an open with no close as "unclosed".
+        if calls is None:
+            calls = [ListedCall(e, None, e.phase) for e in events]
+        for call in calls:
+            e = call.event
+            prompt = (call.prompt or "").replace("\n", " ")
+            kind = "call" if call.status == "call" else f"stream: {call.status}"
             table.add_row(
                 e.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
                 e.event_id[:12],
+                kind,
                 e.tenant or "",
                 e.user or "",
                 e.model or "",
@@ -479,11 +504,14 @@ def audit_query(
                     newest_first=not oldest_first,
                 )
             )
-    except Exception as exc:  # SQLAlchemy errors: unreachable store or no schema
+            calls = listed_calls(conn, events) if fmt == "table" else None
+    except AuditError as exc:  # e.g. a schema never upgraded: "run guardrails db upgrade"
+        _audit_failed(exc)
+    except Exception as exc:  # SQLAlchemy errors: unreachable store
         fail(f"querying {escape(safe_url(engine.url))} failed: {escape(str(exc).splitlines()[0])}")
     finally:
         engine.dispose()
-    shown = _emit(events, fmt)
+    shown = _emit(events, fmt, calls)
     if fmt == "table":
         more = f"; --page {page + 1} for more" if shown == limit else ""
         err.print(f"{shown} event(s), page {page}{more}")
@@ -519,7 +547,9 @@ def audit_show(
     engine = _engine(audit)
     try:
         event = find_event(engine, event_id)
-    except Exception as exc:  # SQLAlchemy errors: unreachable store or no schema
+    except AuditError as exc:  # e.g. a schema never upgraded: "run guardrails db upgrade"
+        _audit_failed(exc)
+    except Exception as exc:  # SQLAlchemy errors: unreachable store
         fail(f"reading {escape(safe_url(engine.url))} failed: {escape(str(exc).splitlines()[0])}")
     finally:
         engine.dispose()
@@ -575,7 +605,9 @@ def audit_stats(
     try:
         with engine.connect() as conn:
             counts = count_by(conn, where)
-    except Exception as exc:  # SQLAlchemy errors: unreachable store or no schema
+    except AuditError as exc:  # e.g. a schema never upgraded: "run guardrails db upgrade"
+        _audit_failed(exc)
+    except Exception as exc:  # SQLAlchemy errors: unreachable store
         fail(f"querying {escape(safe_url(engine.url))} failed: {escape(str(exc).splitlines()[0])}")
     finally:
         engine.dispose()
@@ -681,7 +713,9 @@ def audit_tail(
                     return
     except KeyboardInterrupt:
         return
-    except Exception as exc:  # SQLAlchemy errors: unreachable store or no schema
+    except AuditError as exc:  # e.g. a schema never upgraded: "run guardrails db upgrade"
+        _audit_failed(exc)
+    except Exception as exc:  # SQLAlchemy errors: unreachable store
         fail(f"reading {escape(safe_url(engine.url))} failed: {escape(str(exc).splitlines()[0])}")
     finally:
         engine.dispose()
@@ -723,7 +757,9 @@ def audit_export(
                 for chain in {e.chain_id for e in events}
                 if chain in latest
             }
-    except Exception as exc:  # SQLAlchemy errors: unreachable store or no schema
+    except AuditError as exc:  # e.g. a schema never upgraded: "run guardrails db upgrade"
+        _audit_failed(exc)
+    except Exception as exc:  # SQLAlchemy errors: unreachable store
         fail(f"reading {escape(safe_url(engine.url))} failed: {escape(str(exc).splitlines()[0])}")
     finally:
         engine.dispose()

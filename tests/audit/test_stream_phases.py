@@ -9,9 +9,11 @@ import sqlite3
 import pytest
 from sqlalchemy import select
 
-from audit import AuditEvent, AuditStore, verify_chain
+from audit import AuditEvent, AuditStore, EventFilter, upgrade, verify_chain
 from audit.chain import content_json
+from audit.engine import create_audit_engine
 from audit.exceptions import AuditConfigError, AuditEventError, AuditStoreError
+from audit.query import count_by, find_event, iter_events, listed_calls, unclosed_streams
 from audit.schema import EVENTS
 
 
@@ -137,3 +139,74 @@ def test_stored_event_has_the_phase_fields():
 
     assert {"phase", "stream_end"} <= {f.name for f in dataclasses.fields(StoredEvent)}
     assert {"phase", "stream_end"} <= names
+
+
+def _stream_log(store, make_event) -> dict[str, str]:
+    """A closed stream, an unclosed one and a plain call; their request ids by kind."""
+    with store.writer() as writer:
+        writer.write(make_event(request_id="closed", phase="open", streamed=True, output=None))
+        writer.write(make_event(request_id="crashed", phase="open", streamed=True, output=None))
+        writer.write(make_event(request_id="plain"))
+        writer.write(
+            make_event(request_id="closed", phase="close", stream_end="client_closed", prompt=None)
+        )
+    return {"closed": "closed", "crashed": "crashed", "plain": "plain"}
+
+
+def test_verify_reports_unclosed_streams_without_failing(store, make_event):
+    """An open with no close is listed as unclosed by verify; the log still verifies."""
+    _stream_log(store, make_event)
+    report = verify_chain(store)
+    assert report.ok
+    assert [u.request_id for u in report.unclosed] == ["crashed"]
+
+
+def test_query_lists_unclosed_streams_and_folds_stream_halves(store, make_event):
+    """unclosed_streams finds the crashed stream only; listed_calls folds open+close into one
+    row whose prompt comes from the opening, and marks the lone open as unclosed."""
+    _stream_log(store, make_event)
+    with store.engine.connect() as conn:
+        assert [e.request_id for e in unclosed_streams(conn)] == ["crashed"]
+        events = list(iter_events(conn, EventFilter(), newest_first=False))
+        calls = listed_calls(conn, events)
+        # a page holding only the crashed open, and one holding only the closed one's open
+        lone = listed_calls(conn, [e for e in events if e.phase == "open"])
+    assert len(events) == 4
+    got = {c.event.request_id: (c.status, c.prompt) for c in calls}
+    assert got == {
+        "closed": ("client_closed", "Hello, wörld"),
+        "crashed": ("unclosed", "Hello, wörld"),
+        "plain": ("call", "Hello, wörld"),
+    }
+    assert {c.event.request_id: c.status for c in lone} == {
+        "closed": "client_closed",
+        "crashed": "unclosed",
+    }
+
+
+def test_readers_of_a_never_upgraded_database_say_run_db_upgrade(tmp_path, make_event):
+    """query, stats, show, store.events (policy replay) and verify on a schema-less file, and
+    on one stopped at 0002, fail with 'run guardrails db upgrade', not an SQL error."""
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    old = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(old, "0002")
+    for url in (f"sqlite:///{empty}", old):
+        engine = create_audit_engine(url)
+        try:
+            with engine.connect() as conn:
+                for read in (
+                    lambda: list(iter_events(conn, EventFilter())),
+                    lambda: count_by(conn, EventFilter()),
+                    lambda: unclosed_streams(conn),
+                ):
+                    with pytest.raises(AuditConfigError, match="guardrails db upgrade"):
+                        read()
+            with pytest.raises(AuditConfigError, match="guardrails db upgrade"):
+                find_event(engine, "x")
+        finally:
+            engine.dispose()
+        with AuditStore(url) as store, pytest.raises(AuditConfigError, match="db upgrade"):
+            store.events()
+        with pytest.raises(AuditConfigError, match="guardrails db upgrade"):
+            verify_chain(url)
