@@ -128,7 +128,9 @@ def test_run_stream_and_block(runner, tmp_path):
     )
     assert blocked.exit_code == 1
     assert "blocked" in blocked.output
-    assert verify_chain(url).events_checked == 2
+    report = verify_chain(url)
+    assert report.events_checked == 3  # the stream's opening and closing, the blocked call
+    assert report.unclosed == ()
 
 
 def test_run_unknown_generator_is_a_usage_error(runner, tmp_path):
@@ -148,4 +150,6 @@ def test_demo_runs_on_embedded_defaults(runner, tmp_path):
     assert "blocked" in result.output
     assert "intact" in result.output
     assert "[AWS_KEY]" in result.output
-    assert verify_chain(url).events_checked == 6
+    report = verify_chain(url)
+    assert report.events_checked == 7  # six calls; the stream is an opening and a closing
+    assert report.unclosed == ()
