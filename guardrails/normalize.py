@@ -23,6 +23,15 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+__all__ = [
+    "ALL_STEPS",
+    "NormalizedText",
+    "Step",
+    "canonical_steps",
+    "normalize",
+    "unsettled_from",
+]
+
 
 class Step(enum.StrEnum):
     """A normalization step, by the name policy files use."""
@@ -64,6 +73,15 @@ class _StepMap:
             return self.in_starts[k]
         return pos + self.shift[k]
 
+    def forward(self, pos: int) -> int:
+        """Output position of input position ``pos`` (inside an edit: where it begins)."""
+        k = bisect.bisect_right(self.in_starts, pos) - 1
+        if k < 0:
+            return pos
+        if pos < self.in_ends[k] or (pos == self.in_starts[k]):
+            return self.out_starts[k]
+        return pos - self.shift[k]
+
     def end(self, pos: int) -> int:
         """Input end of the character at output position ``pos`` (exclusive)."""
         k = bisect.bisect_right(self.out_starts, pos) - 1
@@ -101,6 +119,13 @@ class NormalizedText:
         for step in reversed(self.steps):
             low, high = step.start(low), step.end(high - 1)
         return low, high
+
+    def to_view(self, offset: int) -> int:
+        """The view position where original ``offset`` begins (a position inside an edit maps
+        to the start of that edit's replacement, so nothing after ``offset`` is skipped)."""
+        for step in self.steps:
+            offset = step.forward(offset)
+        return offset
 
 
 def _apply(view: NormalizedText, edits: list[Edit]) -> NormalizedText:
@@ -311,6 +336,70 @@ _STEPS: dict[Step, Callable[[str], list[Edit]]] = {
     Step.LEETSPEAK: _leetspeak,
     Step.JOIN_SPACED: _join_spaced,
 }
+
+
+def _unsettled_nfkc(text: str) -> int:
+    # NFKC works per cluster (a base and its combining marks): the last one may still grow.
+    # A whitespace base stays itself whatever marks follow (checked over every mark).
+    i = len(text)
+    while i > 0 and unicodedata.combining(text[i - 1]):
+        i -= 1
+    if i > 0 and text[i - 1] in " \t\r\n":
+        return i
+    return max(i - 1, 0)
+
+
+def _unsettled_none(text: str) -> int:
+    return len(text)
+
+
+_LEET_TAIL = re.compile(r"[013457@$!|89]+\Z")
+
+
+def _unsettled_leetspeak(text: str) -> int:
+    # A leet run is folded or not by the character after it.
+    match = _LEET_TAIL.search(text)
+    return match.start() if match else len(text)
+
+
+_SPACED_TAIL = re.compile(r"(?:[^\W_][ .\-_*·•/|])*[^\W_]?\Z")
+
+
+def _unsettled_join_spaced(text: str) -> int:
+    # A run of spaced letters that reaches the end may still grow, or stop being one.
+    match = _SPACED_TAIL.search(text, max(0, len(text) - 4096))
+    start = match.start() if match else len(text)
+    if start == max(0, len(text) - 4096) and start > 0:
+        return 0  # an absurdly long spaced run: settle nothing
+    return start
+
+
+_UNSETTLED: dict[Step, Callable[[str], int]] = {
+    Step.NFKC: _unsettled_nfkc,
+    Step.INVISIBLE: _unsettled_none,
+    Step.CONFUSABLES: _unsettled_none,
+    Step.LEETSPEAK: _unsettled_leetspeak,
+    Step.JOIN_SPACED: _unsettled_join_spaced,
+}
+
+
+def unsettled_from(text: str, steps: Sequence[Step]) -> int:
+    """The original offset from which normalizing a longer text that starts with ``text``
+    could give a different view (so a stream cannot judge text there yet).
+
+    Each step looks only a bounded way ahead, except at its tail: an NFKC cluster, a run of
+    leet characters, a run of spaced letters that reaches the end. Each step's tail is found
+    in its input truncated where the earlier steps stop being settled.
+    """
+    view = NormalizedText(text, text)
+    cut = len(text)
+    for step in canonical_steps(steps):
+        visible = view.text[: view.to_view(cut)] if cut < len(text) else view.text
+        point = _UNSETTLED[step](visible)
+        if point < len(visible) or cut < len(text):
+            cut = min(cut, view.to_original(point, point)[0])
+        view = _apply(view, _STEPS[step](view.text))
+    return cut
 
 
 def canonical_steps(steps: Sequence[Step]) -> tuple[Step, ...]:

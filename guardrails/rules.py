@@ -4,21 +4,56 @@ Rules are compiled once per policy. A scan normalizes the text once per distinct
 normalization steps the rules ask for (usually two views: a light one for PII and secrets,
 where digits must stay digits, and the full one for prompt-injection phrasing), runs every
 rule of the stage with a bounded regex call, checks validators, and maps each match back to
-the original text. A regex timeout becomes an error finding handled by ``on_error``.
+the original text. A regex timeout, or the whole check running past its deadline, becomes an
+error finding handled by ``on_error``.
+
+Skipping text is an optimisation that never changes a result. Each pattern is analysed when
+it is compiled (`PatternShape`): the literals every match starts with, the literals every
+match contains, its longest match and how far past its start it looks. A rule whose matches
+all start with known literals is tried only where one occurs; a rule with a bounded match
+length and a required literal runs only in windows around the literal, widened by how far it
+can look ahead; any other rule scans the whole text. Both shortcuts visit match positions in
+the same order as a full scan, so the findings are exactly those of a full scan (a hypothesis
+test over every shipped rule holds this). The policy's declared ``anchors`` are not trusted
+for this: a wrong declaration would make the filter fail open.
+
+For streams (``partial=True``) the scan also says where text must be held back: the first
+position whose match could still change when more text arrives (found by running the pattern,
+made unable to succeed, with partial matching: it stops where any path of the matcher reads
+the end of the text), and the point from which normalization could still change.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Callable
+import importlib
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import regex
 
 from guardrails.decision import Action, Finding, Severity, Span, Stage
-from guardrails.normalize import NormalizedText, Step, canonical_steps, normalize
+from guardrails.normalize import (
+    NormalizedText,
+    Step,
+    canonical_steps,
+    normalize,
+    unsettled_from,
+)
 from guardrails.policy import Mode, OnError, Policy, Rule
 from guardrails.validators import get_validator
+
+__all__ = [
+    "CompiledRule",
+    "PatternShape",
+    "RuleEngine",
+    "RuleScan",
+    "keyword_pattern",
+    "pattern_shape",
+]
 
 _CJK = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]")
 
@@ -44,6 +79,324 @@ def keyword_pattern(keywords: tuple[str, ...]) -> str:
     return "(?i:" + "|".join(parts) + ")"
 
 
+# --- what a pattern can match ---------------------------------------------------------------
+
+# The standard library's parser of `re` syntax gives the tree the analysis walks. Policy
+# patterns are `regex` syntax; `regex`-only constructs either fail to parse here (then the
+# rule simply scans everything) or are rewritten first when their shape is the same
+# (\p{..} is one character, like \w). Private module: imported by name, typed as Any.
+_sre: Any = importlib.import_module("re._parser")
+_op: Any = importlib.import_module("re._constants")
+
+_MAX_LITERALS = 48
+_UNICODE_PROPERTY = regex.compile(r"\\\\|\\[pP](?:\{[^}]*\}|[A-Za-z])")
+
+
+@dataclass(frozen=True, slots=True)
+class PatternShape:
+    """What a pattern can match, as far as the analysis can prove it.
+
+    ``max_width``: the longest match (None: unbounded or unknown); ``reach``: how far past a
+    match's start the matcher may look, lookaheads included (None: unbounded or unknown);
+    ``starts``: literals (case-folded) one of which every match starts with; ``required``:
+    literals one of which every match contains. None means "nothing proven".
+    """
+
+    min_width: int = 0
+    max_width: int | None = None
+    reach: int | None = None
+    starts: tuple[str, ...] | None = None
+    required: tuple[str, ...] | None = None
+
+
+_ZERO_WIDTH_OPS = (_op.AT, _op.ASSERT, _op.ASSERT_NOT)
+_BOUNDARIES = (
+    _op.AT_BOUNDARY,
+    _op.AT_NON_BOUNDARY,
+    _op.AT_UNI_BOUNDARY,
+    _op.AT_UNI_NON_BOUNDARY,
+    _op.AT_LOC_BOUNDARY,
+    _op.AT_LOC_NON_BOUNDARY,
+)
+
+
+class _UnknownError(Exception):
+    """A construct the analysis does not model: nothing is proven about the pattern."""
+
+
+def _width(
+    seq: Iterable[tuple[Any, Any]], groups: dict[int, int | None]
+) -> tuple[int, int | None, int | None]:
+    """``(min width, max width, reach)`` of a parsed sequence (None: unbounded)."""
+    total: tuple[int, int | None, int | None] = (0, 0, 0)
+    for op, av in seq:
+        item: tuple[int, int | None, int | None]
+        if op in (_op.LITERAL, _op.NOT_LITERAL, _op.IN, _op.ANY):
+            if op is _op.LITERAL and av == ord("{"):
+                raise _UnknownError  # `regex` fuzzy constraints look like a literal brace to `re`
+            item = (1, 1, 1)
+        elif op in (_op.MAX_REPEAT, _op.MIN_REPEAT, _op.POSSESSIVE_REPEAT):
+            least, most, sub = av
+            s_low, s_high, s_reach = _width(sub, groups)
+            unbounded = most == _op.MAXREPEAT
+            r_high = None if unbounded or s_high is None else most * s_high
+            r_reach: int | None
+            if most == 0:
+                r_reach = 0
+            elif s_reach is None or s_high is None:
+                r_reach = None
+            elif unbounded:
+                r_reach = s_reach if s_high == 0 else None
+            else:
+                r_reach = (most - 1) * s_high + s_reach
+            item = (least * s_low, r_high, r_reach)
+        elif op is _op.SUBPATTERN:
+            group, _add, _del, sub = av
+            item = _width(sub, groups)
+            if group is not None:
+                groups[group] = item[1]
+        elif op is _op.ATOMIC_GROUP:
+            item = _width(av, groups)
+        elif op is _op.BRANCH:
+            item = _alternatives([_width(branch, dict(groups)) for branch in av[1]])
+        elif op in (_op.ASSERT, _op.ASSERT_NOT):
+            direction, sub = av
+            inner = _width(sub, dict(groups))
+            # A lookbehind reads before the position, which a scan always lets it see.
+            item = (0, 0, inner[2] if direction == 1 else 0)
+        elif op is _op.AT:
+            if av in _BOUNDARIES:
+                item = (0, 0, 1)
+            elif av in (_op.AT_BEGINNING, _op.AT_BEGINNING_STRING, _op.AT_BEGINNING_LINE):
+                item = (0, 0, 0)
+            else:
+                raise _UnknownError  # $ and \\Z need to know where the text ends
+        elif op is _op.GROUPREF:
+            ref = groups.get(av)
+            item = (0, ref, ref)
+        elif op is _op.GROUPREF_EXISTS:
+            _group, yes, no = av
+            options = [_width(yes, dict(groups))]
+            options.append(_width(no, dict(groups)) if no is not None else (0, 0, 0))
+            item = _alternatives(options)
+        else:
+            raise _UnknownError
+        total = _sequence(*total, item)
+    return total
+
+
+def _sequence(
+    low: int, high: int | None, reach: int | None, item: tuple[int, int | None, int | None]
+) -> tuple[int, int | None, int | None]:
+    i_low, i_high, i_reach = item
+    new_reach = reach
+    if reach is not None:
+        new_reach = None if high is None or i_reach is None else max(reach, high + i_reach)
+    new_high = None if high is None or i_high is None else high + i_high
+    return low + i_low, new_high, new_reach
+
+
+def _alternatives(
+    options: list[tuple[int, int | None, int | None]],
+) -> tuple[int, int | None, int | None]:
+    highs = [o[1] for o in options]
+    reaches = [o[2] for o in options]
+    return (
+        min(o[0] for o in options),
+        None if None in highs else max(h for h in highs if h is not None),
+        None if None in reaches else max(r for r in reaches if r is not None),
+    )
+
+
+def _literals(seq: list[tuple[Any, Any]]) -> tuple[set[str], bool] | None:
+    """Strings (case-folded) one of which every match of ``seq`` starts with, and whether
+    ``seq`` matches exactly those strings. None: nothing proven."""
+    acc = {""}
+    for op, av in seq:
+        if op in _ZERO_WIDTH_OPS:
+            continue
+        found = _item_literals(op, av)
+        if found is None:
+            return None if acc == {""} else (acc, False)
+        strings, complete = found
+        grown = {a + b for a in acc for b in strings}
+        if len(grown) > _MAX_LITERALS:
+            return None if acc == {""} else (acc, False)
+        acc = grown
+        if not complete:
+            return acc, False
+    return acc, True
+
+
+def _item_literals(op: Any, av: Any) -> tuple[set[str], bool] | None:
+    if op is _op.LITERAL:
+        return {_fold(chr(av))}, True
+    if op is _op.SUBPATTERN:
+        return _literals(av[3])
+    if op is _op.ATOMIC_GROUP:
+        return _literals(av)
+    if op is _op.BRANCH:
+        union: set[str] = set()
+        complete = True
+        for branch in av[1]:
+            found = _literals(branch)
+            if found is None:
+                return None
+            union |= found[0]
+            complete = complete and found[1]
+        return union, complete
+    if op in (_op.MAX_REPEAT, _op.MIN_REPEAT, _op.POSSESSIVE_REPEAT):
+        least, most, sub = av
+        found = _literals(sub)
+        if found is None:
+            return None
+        if least == most == 1:
+            return found
+        if least == 0 and most == 1:
+            return found[0] | {""}, found[1]
+        if least >= 1:
+            return found[0], False
+    return None
+
+
+def _required(seq: list[tuple[Any, Any]]) -> set[str] | None:
+    """Strings one of which every match of ``seq`` contains (the most selective found)."""
+    best: set[str] | None = None
+
+    def better(candidate: set[str] | None) -> None:
+        nonlocal best
+        if not candidate or "" in candidate:
+            return
+        if best is None or (min(map(len, candidate)), -len(candidate)) > (
+            min(map(len, best)),
+            -len(best),
+        ):
+            best = candidate
+
+    for index, (op, av) in enumerate(seq):
+        found = _literals(seq[index:])
+        better(found[0] if found is not None else None)
+        if op is _op.SUBPATTERN:
+            better(_required(av[3]))
+        elif op is _op.ATOMIC_GROUP:
+            better(_required(av))
+        elif op in (_op.MAX_REPEAT, _op.MIN_REPEAT, _op.POSSESSIVE_REPEAT) and av[0] >= 1:
+            better(_required(av[2]))
+        elif op is _op.BRANCH:
+            options = [_required(branch) for branch in av[1]]
+            if all(o is not None for o in options):
+                better(set().union(*(o for o in options if o is not None)))
+    return best
+
+
+def _minimal(literals: set[str], *, prefix: bool = False) -> set[str]:
+    """``literals`` without those that contain (``prefix``: start with) another one: finding
+    that one is enough."""
+    if prefix:
+        return {s for s in literals if not any(o != s and s.startswith(o) for o in literals)}
+    return {s for s in literals if not any(o != s and o in s for o in literals)}
+
+
+@functools.cache
+def pattern_shape(source: str) -> PatternShape:
+    """Analyse ``source`` (`regex` syntax); unknown constructs prove nothing."""
+    rewritten = _UNICODE_PROPERTY.sub(lambda m: m.group() if m.group() == "\\\\" else r"\w", source)
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            parsed = _sre.parse(rewritten)
+        seq = list(parsed)
+        low, high, reach = _width(seq, {})
+    except (_UnknownError, Exception):  # any parse failure: the rule scans the whole text
+        return PatternShape()
+    starts = _literals(seq)
+    required = _required(seq)
+    if starts is not None:
+        starts = (_minimal(starts[0], prefix=True), starts[1])
+    if required is not None:
+        required = _minimal(required)
+    return PatternShape(
+        min_width=low,
+        max_width=high,
+        reach=reach,
+        starts=tuple(sorted(starts[0])) if starts and "" not in starts[0] else None,
+        required=tuple(sorted(required)) if required else None,
+    )
+
+
+@functools.cache
+def _fold_table() -> dict[int, str]:
+    """Case folding that keeps lengths: what a case-insensitive literal can match, as one
+    character (K KELVIN SIGN and LONG S fold like ``k`` and ``s``)."""
+    table: dict[int, str] = {}
+    for code in range(0x20000):
+        char = chr(code)
+        folded = char.casefold()
+        if len(folded) != 1:
+            folded = char.lower() if len(char.lower()) == 1 else char
+        if folded != char:
+            table[code] = folded
+    return table
+
+
+def _fold(text: str) -> str:
+    """``text`` case-folded character by character (same length, same offsets)."""
+    if text.isascii():
+        return text.lower()
+    return text.translate(_fold_table())
+
+
+def _stability_source(source: str) -> str:
+    """``source`` made unable to succeed, with every end-of-text test turned into a lookahead,
+    so that a partial search stops exactly where some path reads the end of the text."""
+    out: list[str] = []
+    i, size, in_class = 0, len(source), False
+    while i < size:
+        char = source[i]
+        if char == "\\" and i + 1 < size:
+            pair = source[i : i + 2]
+            if not in_class and pair[1] in "bBZz":
+                out.append(
+                    {
+                        "b": r"(?:(?<=\w)(?!\w)|(?<!\w)(?=\w))",
+                        "B": r"(?:(?<=\w)(?=\w)|(?<!\w)(?!\w))",
+                        "Z": r"(?![\s\S])",
+                        "z": r"(?![\s\S])",
+                    }[pair[1]]
+                )
+            else:
+                out.append(pair)
+            i += 2
+            continue
+        if in_class:
+            if char == "]":
+                in_class = False
+        elif char == "[":
+            in_class = True
+            out.append(char)
+            i += 1
+            # A ']' first in a class (after an optional '^') is a literal.
+            if i < size and source[i] == "^":
+                out.append("^")
+                i += 1
+            if i < size and source[i] == "]":
+                out.append("]")
+                i += 1
+            continue
+        elif char == "$":
+            out.append(r"(?=\n|(?![\s\S]))")
+            i += 1
+            continue
+        out.append(char)
+        i += 1
+    return "(?:" + "".join(out) + ")(?!)"
+
+
+# --- compiled rules and scans ---------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
     """A pattern or keyword rule ready to run."""
@@ -53,47 +406,66 @@ class CompiledRule:
     view: tuple[Step, ...]
     validator: Callable[[str], bool] | None
     shadow: bool
-    anchors: tuple[str, ...] = ()
+    shape: PatternShape = PatternShape()
+    #: The pattern made unable to match, for finding where a stream must hold back.
+    stability: regex.Pattern[str] | None = None
+
+    @property
+    def anchors(self) -> tuple[str, ...]:
+        """The literals the engine looks for before running the pattern (empty: none)."""
+        return self.shape.starts or self.shape.required or ()
 
 
 @dataclass(slots=True)
 class RuleScan:
     """What one scan found.
 
-    ``holds`` (partial scans only) are original offsets where a match may still be growing: a
-    partial match at the end of the text, or a complete one that touches the end. A stream
-    must not release text from there on.
+    ``holds`` (partial scans only) are original offsets from which text must not be released
+    yet: a match there could still change when more text arrives. ``spans`` (partial scans
+    only) are the original spans of every match, findings or not (a validator may reject
+    one): a stream must not cut through one, or the next scan would see a different text.
     """
 
     findings: list[Finding] = field(default_factory=list)
     holds: list[int] = field(default_factory=list)
+    spans: list[tuple[int, int]] = field(default_factory=list)
     views_ms: float = 0.0
 
 
-def _anchors(rule: Rule) -> tuple[str, ...]:
-    """The literals a rule's matches must contain: declared ones, or for keyword rules the
-    longest word of each phrase (rarer than short ones; a CJK phrase is its own anchor)."""
-    if rule.anchors is not None:
-        return tuple(sorted({a.lower() for a in rule.anchors}))
-    if rule.keywords is not None:
-        return tuple(sorted({max(k.split(), key=len).lower() for k in rule.keywords}))
-    return ()
+class _DeadlineError(Exception):
+    """The whole check ran past its deadline."""
 
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-class RuleEngine:
-    """Runs a policy's pattern and keyword rules. Thread-safe: it keeps no per-call state."""
+def _find_all(text: str, literals: tuple[str, ...]) -> list[int]:
+    """Sorted start offsets of every occurrence of every literal in ``text``."""
+    found: list[int] = []
+    for literal in literals:
+        index = text.find(literal)
+        while index != -1:
+            found.append(index)
+            index = text.find(literal, index + 1)
+    return sorted(set(found))
 
-    def __init__(self, policy: Policy) -> None:
+
+class RuleEngine:
+    """Runs a policy's pattern and keyword rules. Thread-safe: it keeps no per-call state.
+
+    ``skip=False`` turns off the literal and window shortcuts (every rule scans the whole
+    text); it exists so tests and benchmarks can compare against the plain scan.
+    """
+
+    def __init__(self, policy: Policy, *, skip: bool = True) -> None:
         settings = policy.settings
         self.policy = policy
+        self.skip = skip
         self.timeout_s = settings.regex_timeout_ms / 1000.0
-        self.window = settings.anchor_window_chars
         self.on_error = settings.on_error
         self._by_stage: dict[Stage, list[CompiledRule]] = {stage: [] for stage in Stage}
+        _fold_table()  # built once per process, here rather than inside a timed scan
         for rule in policy.rules:
             if not rule.enabled or rule.classifier is not None:
                 continue
@@ -108,7 +480,8 @@ class RuleEngine:
                 ),
                 validator=get_validator(rule.validator) if rule.validator else None,
                 shadow=(rule.mode or settings.mode) is Mode.SHADOW,
-                anchors=_anchors(rule),
+                shape=pattern_shape(source),
+                stability=_compile_stability(source),
             )
             for stage in rule.applies_to:
                 self._by_stage[stage].append(compiled)
@@ -117,33 +490,46 @@ class RuleEngine:
         """The enabled pattern/keyword rules of ``stage``, in policy order."""
         return self._by_stage[stage]
 
-    def scan(self, text: str, stage: Stage, *, partial: bool = False) -> RuleScan:
+    def scan(
+        self,
+        text: str,
+        stage: Stage,
+        *,
+        partial: bool = False,
+        start: int = 0,
+        deadline: float | None = None,
+    ) -> RuleScan:
         """Run every rule of ``stage`` over ``text``.
 
-        With ``partial=True`` (streaming) matches that reach the end of ``text`` are reported
-        as holds too, since more text could still complete or extend them.
+        Args:
+            partial: the text may still grow (streaming): also report ``holds`` and ``spans``.
+            start: matches start at or after this original offset; the text before it is
+                context (lookbehinds see it). A stream passes the released tail it keeps.
+            deadline: a `time.monotonic()` instant by which the whole scan must end. When it
+                passes, the scan stops and adds one error finding (``rule_id="check_timeout"``)
+                with the action ``on_error`` chooses; findings so far are kept.
         """
         result = RuleScan()
         views: dict[tuple[Step, ...], NormalizedText] = {}
-        lowered: dict[tuple[Step, ...], str | None] = {}
+        folded: dict[tuple[Step, ...], str | None] = {}
+        settle: dict[tuple[Step, ...], int] = {}
         for compiled in self._by_stage[stage]:
+            if deadline is not None and time.monotonic() >= deadline:
+                result.findings.append(self._deadline_finding())
+                break
             view = views.get(compiled.view)
             if view is None:
                 view = views[compiled.view] = self._view(text, compiled.view, views)
-            windows: list[tuple[int, int]] | None = None
-            if compiled.anchors:
-                if compiled.view not in lowered:
-                    low = view.text.lower()
-                    # lower() may change the length (e.g. U+0130); then offsets would lie.
-                    lowered[compiled.view] = low if len(low) == len(view.text) else None
-                low_text = lowered[compiled.view]
-                if low_text is not None:
-                    windows = self._windows(low_text, compiled.anchors, partial)
-                    if not windows:
-                        continue
-            self._run(compiled, view, result, partial, windows)
+            try:
+                self._run(compiled, view, result, partial, start, deadline, folded, settle)
+            except _DeadlineError:
+                result.findings.append(self._deadline_finding())
+                break
         result.findings.sort(key=lambda f: (f.span.start if f.span else -1, f.rule_id))
         return result
+
+    def _deadline_finding(self) -> Finding:
+        return self.error_finding("check_timeout", "the check ran past its deadline")
 
     @staticmethod
     def _view(
@@ -158,92 +544,170 @@ class RuleEngine:
             return normalize(text, steps, start=views[best], done=best)
         return normalize(text, steps)
 
-    def _windows(
-        self, low_text: str, anchors: tuple[str, ...], partial: bool
-    ) -> list[tuple[int, int]]:
-        """Merged ``[start, end)`` ranges around every anchor occurrence (plus, for a stream,
-        the tail, where an anchor may still be arriving)."""
-        radius = self.window
-        size = len(low_text)
-        spans: list[tuple[int, int]] = []
-        for anchor in anchors:
-            index = low_text.find(anchor)
-            while index != -1:
-                spans.append((max(0, index - radius), min(size, index + len(anchor) + radius)))
-                index = low_text.find(anchor, index + 1)
-        if partial:
-            spans.append((max(0, size - radius), size))
-        if not spans:
-            return []
-        spans.sort()
-        merged = [spans[0]]
-        for start, end in spans[1:]:
-            if start <= merged[-1][1]:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-            else:
-                merged.append((start, end))
-        return merged
-
     def _run(
         self,
         compiled: CompiledRule,
         view: NormalizedText,
         result: RuleScan,
         partial: bool,
-        windows: list[tuple[int, int]] | None = None,
-    ) -> None:
-        for start, end in windows or [(0, len(view.text))]:
-            self._run_window(compiled, view, result, partial, start, end)
-
-    def _run_window(
-        self,
-        compiled: CompiledRule,
-        view: NormalizedText,
-        result: RuleScan,
-        partial: bool,
-        window_start: int,
-        window_end: int,
+        start: int,
+        deadline: float | None,
+        folded: dict[tuple[Step, ...], str | None],
+        settle: dict[tuple[Step, ...], int],
     ) -> None:
         rule = compiled.rule
-        end_of_text = len(view.text)
-        # Only a window that reaches the real end of the text can hold a growing match.
-        partial = partial and window_end == end_of_text
+        began = time.monotonic()
+        budget_end = began + self.timeout_s
+        hard_end = budget_end if deadline is None else min(budget_end, deadline)
+        view_start = view.to_view(start) if start else 0
+        end = len(view.text)
         try:
-            matches = compiled.pattern.finditer(
-                view.text, window_start, window_end, partial=partial, timeout=self.timeout_s
-            )
-            for match in matches:
-                group = rule.group if rule.group is not None else 0
-                start, end = match.span(group)
-                if start < 0:
-                    continue
-                if partial and (match.partial or match.end() >= end_of_text):
-                    result.holds.append(view.to_original(match.start(), match.start())[0])
-                    if match.partial:
-                        continue
-                if start == end:
-                    continue
-                original_start, original_end = view.to_original(start, end)
-                matched = view.original[original_start:original_end]
-                if compiled.validator is not None and not compiled.validator(view.text[start:end]):
-                    continue
-                result.findings.append(
-                    Finding(
-                        rule_id=rule.id,
-                        category=rule.category,
-                        action=rule.action,
-                        severity=rule.severity,
-                        span=Span(original_start, original_end),
-                        digest=_digest(matched),
-                        message=rule.message,
-                        replacement=rule.redaction,
-                        shadow=compiled.shadow,
+            if partial:
+                if compiled.view not in settle:
+                    settle[compiled.view] = view.to_view(
+                        unsettled_from(view.original, compiled.view)
                     )
-                )
+                settled = settle[compiled.view]
+                hold = self._first_unsettled(compiled, view, view_start, settled, hard_end)
+                if hold is not None:
+                    result.holds.append(view.to_original(hold, hold)[0])
+            for match in self._matches(compiled, view, view_start, end, hard_end, folded):
+                if partial:
+                    s, e = view.to_original(match.start(), match.end())
+                    result.spans.append((s, e))
+                self._record(compiled, view, match, result)
         except TimeoutError:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise _DeadlineError from None
             result.findings.append(
                 self.error_finding(rule.id, f"regex timed out after {self.timeout_s * 1000:.0f} ms")
             )
+
+    @staticmethod
+    def _left(hard_end: float) -> float:
+        left = hard_end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        return left
+
+    def _first_unsettled(
+        self,
+        compiled: CompiledRule,
+        view: NormalizedText,
+        view_start: int,
+        settled: int,
+        hard_end: float,
+    ) -> int | None:
+        """The first view position at or after ``view_start`` whose outcome may change when
+        more text arrives (its matcher reads up to ``settled``, where the view may change)."""
+        if compiled.stability is None:
+            return view_start
+        if settled <= view_start:
+            return view_start
+        found = compiled.stability.search(
+            view.text, view_start, settled, partial=True, timeout=self._left(hard_end)
+        )
+        return found.start() if found is not None else settled
+
+    def _matches(
+        self,
+        compiled: CompiledRule,
+        view: NormalizedText,
+        view_start: int,
+        end: int,
+        hard_end: float,
+        folded: dict[tuple[Step, ...], str | None],
+    ) -> Iterator[regex.Match[str]]:
+        """The matches a full left-to-right scan from ``view_start`` finds, in order."""
+        pattern, shape, text = compiled.pattern, compiled.shape, view.text
+        literals = shape.starts
+        windowed = (
+            shape.required is not None and shape.max_width is not None and shape.reach is not None
+        )
+        if not self.skip or shape.min_width == 0 or (literals is None and not windowed):
+            yield from pattern.finditer(text, view_start, end, timeout=self._left(hard_end))
+            return
+        if compiled.view not in folded:
+            low = _fold(text)
+            # Folding should keep the length; if it cannot, offsets would lie: scan all.
+            folded[compiled.view] = low if len(low) == len(text) else None
+        low_text = folded[compiled.view]
+        if low_text is None:
+            yield from pattern.finditer(text, view_start, end, timeout=self._left(hard_end))
+            return
+        last_end = view_start
+        if literals is not None:
+            # Every match starts with one of the literals: try exactly those positions, in
+            # order, skipping those inside the previous match (as a full scan would).
+            for position in _find_all(low_text, literals):
+                if position < last_end:
+                    continue
+                match = pattern.match(text, position, end, timeout=self._left(hard_end))
+                if match is not None:
+                    last_end = match.end()
+                    yield match
+            return
+        required, longest, reach = shape.required, shape.max_width, shape.reach
+        assert required is not None
+        assert longest is not None
+        assert reach is not None
+        # A match containing a literal at `a` starts in [a + len - longest, a]; a matcher
+        # started at s reads no further than s + reach.
+        starts: list[tuple[int, int]] = []
+        for literal in required:
+            index = low_text.find(literal)
+            while index != -1:
+                starts.append((max(view_start, index + len(literal) - longest), index + 1))
+                index = low_text.find(literal, index + 1)
+        starts.sort()
+        merged: list[list[int]] = []
+        for low, high in starts:
+            if high <= low:
+                continue
+            if merged and low <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], high)
+            else:
+                merged.append([low, high])
+        for low, high in merged:
+            begin = max(low, last_end)
+            if begin >= high:
+                continue
+            stop = min(end, high - 1 + reach)
+            for match in pattern.finditer(text, begin, stop, timeout=self._left(hard_end)):
+                if match.start() >= high:
+                    break
+                last_end = match.end()
+                yield match
+
+    def _record(
+        self,
+        compiled: CompiledRule,
+        view: NormalizedText,
+        match: regex.Match[str],
+        result: RuleScan,
+    ) -> None:
+        rule = compiled.rule
+        group = rule.group if rule.group is not None else 0
+        start, end = match.span(group)
+        if start < 0 or start == end:
+            return
+        if compiled.validator is not None and not compiled.validator(view.text[start:end]):
+            return
+        original_start, original_end = view.to_original(start, end)
+        matched = view.original[original_start:original_end]
+        result.findings.append(
+            Finding(
+                rule_id=rule.id,
+                category=rule.category,
+                action=rule.action,
+                severity=rule.severity,
+                span=Span(original_start, original_end),
+                digest=_digest(matched),
+                message=rule.message,
+                replacement=rule.redaction,
+                shadow=compiled.shadow,
+            )
+        )
 
     def error_finding(self, rule_id: str, message: str) -> Finding:
         """A finding for a failure inside the guard, with the action ``on_error`` chooses:
@@ -256,3 +720,12 @@ class RuleEngine:
             severity=Severity.HIGH,
             message=message,
         )
+
+
+def _compile_stability(source: str) -> regex.Pattern[str] | None:
+    """The stability twin of ``source``; None if it does not compile (then a stream holds
+    from the start of the unreleased text until the end, which is always safe)."""
+    try:
+        return regex.compile(_stability_source(source))
+    except regex.error:
+        return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from guardrails.decision import (
     Action,
@@ -25,10 +26,15 @@ from guardrails.decision import (
 )
 from guardrails.exceptions import GuardInputError
 
+if TYPE_CHECKING:
+    from guardrails.rules import RuleScan
+
 _CONTEXT_CHARS = 64
 
 # (window text, final?) -> (findings in window coordinates, holds in window coordinates)
 ScanFn = Callable[[str, bool], tuple[list[Finding], list[int]]]
+# (window text, where new text starts, final?) -> the engine's scan, in window coordinates
+WindowScanFn = Callable[[str, int, bool], "RuleScan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +57,7 @@ class StreamStep:
 class StreamChecker:
     """The output check of one stream. Not thread-safe: one stream, one checker."""
 
-    scan: ScanFn
+    scan: ScanFn | None
     policy: PolicyRef
     holdback: int
     stage: Stage = Stage.OUTPUT
@@ -61,6 +67,10 @@ class StreamChecker:
     #: classifier has seen the text around it (the last `classify_window` characters).
     classify_enforcing: bool = False
     classify_window: int = 2048
+    #: The preferred scanner: ``(window, start, final)`` -> `RuleScan`, where matches start
+    #: at ``start`` and the text before it is released context (see `RuleEngine.scan`).
+    #: When set, ``scan`` is not used.
+    scan_window: WindowScanFn | None = None
     _buffer: str = ""
     _context: str = ""
     _raw: list[str] = field(default_factory=list)
@@ -123,7 +133,15 @@ class StreamChecker:
         if not buffer and not final:
             return StreamStep("")
         offset = len(self._context)
-        window_findings, window_holds = self.scan(self._context + buffer, final)
+        window = self._context + buffer
+        spans: list[tuple[int, int]] = []
+        if self.scan_window is not None:
+            scanned = self.scan_window(window, offset, final)
+            window_findings, window_holds, spans = scanned.findings, scanned.holds, scanned.spans
+        elif self.scan is not None:
+            window_findings, window_holds = self.scan(window, final)
+        else:
+            raise TypeError("StreamChecker needs scan or scan_window")
         findings: list[Finding] = []
         for finding in window_findings:
             if finding.span is None:
@@ -134,17 +152,21 @@ class StreamChecker:
                 continue  # wholly inside already-released context: handled then
             findings.append(replace(finding, span=Span(max(start, 0), end)))
 
-        # A block that touches the end of the buffer is tentative: more text could still undo
-        # it (a word-boundary lookahead); its start is held back until it settles.
         if self.classify is not None and (final or self.classify_enforcing):
             findings.extend(self._classified(final))
 
+        # Text from the first unsettled position on may still change what matches there:
+        # nothing is released from it, and a block that starts there is only tentative.
+        stable = len(buffer)
+        if not final:
+            for hold in window_holds:
+                stable = min(stable, max(hold - offset, 0))
         blocking = [
             f
             for f in findings
             if f.action is Action.BLOCK
             and not f.shadow
-            and (final or f.span is None or f.span.end < len(buffer))
+            and (final or f.span is None or f.span.start < stable)
         ]
         if blocking:
             absolute = [self._absolute(f) for f in findings]
@@ -159,16 +181,17 @@ class StreamChecker:
             self._buffer = ""
             return StreamStep("", self._blocked)
 
-        release = len(buffer) if final else max(0, len(buffer) - self.holdback)
-        for hold in window_holds:
-            release = min(release, max(hold - offset, 0))
+        release = len(buffer) if final else max(0, min(stable, len(buffer) - self.holdback))
+        # Never cut through a finding or any other match (one a validator rejected too): the
+        # next scan starts where this release ends and must see the same matches.
+        cuts = [(f.span.start, f.span.end) for f in findings if f.span is not None]
+        cuts.extend((s - offset, e - offset) for s, e in spans if e > offset)
         changed = True
         while changed:
             changed = False
-            for finding in findings:
-                span = finding.span
-                if span is not None and span.start < release < span.end:
-                    release = span.start
+            for start, end in cuts:
+                if start < release < end:
+                    release = max(start, 0)
                     changed = True
         settled = [f for f in findings if f.span is None or f.span.end <= release]
         for finding in settled:

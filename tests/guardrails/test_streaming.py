@@ -126,7 +126,8 @@ def test_holdback_window_delays_release():
 def test_feeding_after_block_is_an_error():
     """A blocked stream cannot be fed more text."""
     checker = GUARD.stream_checker()
-    assert checker.feed("launch code!").blocked
+    # "launch code!" alone would still be tentative: "!" followed by a letter is leetspeak.
+    assert checker.feed("launch code. ").blocked
     with pytest.raises(RuntimeError, match="ended"):
         checker.feed("more")
 
