@@ -406,10 +406,20 @@ class Pipeline:
                     ),
                 )
             ]
+        budget_ms: float | None = getattr(self.policy.settings, "check_timeout_ms", None)
+        deadline = time.monotonic() + budget_ms / 1000 if budget_ms else None
         t0 = time.perf_counter()
-        findings = self.engine.scan(text, stage).findings
+        findings = self.engine.scan(text, stage, deadline=deadline).findings
         timings["rules"] = (time.perf_counter() - t0) * 1000
         if self.classifier_rules[stage] and text.strip():
+            if deadline is not None and time.monotonic() >= deadline:
+                if not any(f.rule_id == "check_timeout" for f in findings):
+                    findings.append(
+                        self.engine.error_finding(
+                            "check_timeout", "the check ran past its deadline before the classifier"
+                        )
+                    )
+                return findings
             t1 = time.perf_counter()
             findings.extend(self.classify(text, stage))
             timings["classifier"] = (time.perf_counter() - t1) * 1000
