@@ -11,6 +11,7 @@ from __future__ import annotations
 from guardrails.cli import audit_commands as _audit_commands  # noqa: F401
 from guardrails.cli import check_commands as _check_commands  # noqa: F401
 from guardrails.cli import classifier_commands as _classifier_commands  # noqa: F401
+from guardrails.cli import console_commands as _console_commands  # noqa: F401
 from guardrails.cli import generator_commands as _generator_commands  # noqa: F401
 from guardrails.cli import policy_commands as _policy_commands  # noqa: F401
 from guardrails.cli import privacy_commands as _privacy_commands  # noqa: F401

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, FastAPI, Request
@@ -49,7 +49,9 @@ from guardrails.console.data import (
     policy_text_for,
 )
 from guardrails.console.jobs import VerifyJob
-from guardrails.proxy.keys import KeyRing
+
+if TYPE_CHECKING:  # the proxy package imports the console: no import back at run time
+    from guardrails.proxy.keys import KeyRing
 
 __all__ = ["CONSOLE_PREFIX", "ConsoleSettings", "create_console_app", "create_console_router"]
 

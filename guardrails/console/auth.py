@@ -16,8 +16,10 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from guardrails.proxy.keys import ALL_TENANTS, ApiKey, KeyRing
+if TYPE_CHECKING:  # the proxy package imports the console: no import back at run time
+    from guardrails.proxy.keys import ApiKey, KeyRing
 
 __all__ = [
     "SECRET_ENV",
@@ -30,6 +32,7 @@ __all__ = [
 SESSION_COOKIE = "guardrails_console"
 SECRET_ENV = "GUARDRAILS_CONSOLE_SECRET"
 _SESSION_S = 8 * 3600
+_ALL_TENANTS = "*"  # guardrails.proxy.keys.ALL_TENANTS
 
 
 def console_secret() -> bytes:
@@ -65,7 +68,7 @@ class ConsoleUser:
 
 
 def _user(key: ApiKey) -> ConsoleUser:
-    return ConsoleUser(key.key_id, None if key.tenant == ALL_TENANTS else key.tenant)
+    return ConsoleUser(key.key_id, None if key.tenant == _ALL_TENANTS else key.tenant)
 
 
 class SessionSigner:
