@@ -14,6 +14,7 @@ rewrite the database can also recompute every hash: use a key where that matters
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,10 +24,11 @@ from sqlalchemy import Connection, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit.chain import CONTENT_FIELDS, chain_hash, content_json_from_mapping
-from audit.checkpoint import Checkpoint
+from audit.checkpoint import Checkpoint, chain_leaves
 from audit.engine import create_audit_engine, safe_url
 from audit.exceptions import AuditEventError, AuditStoreError
 from audit.merkle import MerkleAccumulator
+from audit.published import PublishedCheckpoint, check_published, load_published
 from audit.query import require_schema
 from audit.schema import CHAINS, CHECKPOINTS, EVENTS, GENESIS_HASH, PURGES
 from audit.store import AuditStore
@@ -72,6 +74,8 @@ class VerifyReport:
     problems: tuple[ChainProblem, ...]
     checkpoints_checked: int = 0
     unclosed: tuple[UnclosedStream, ...] = ()
+    published_checked: int = 0
+    """Checkpoints published outside the database (``--checkpoints DIR``) checked."""
 
     @property
     def first_problem(self) -> ChainProblem | None:
@@ -222,6 +226,7 @@ def _verify(
     hmac_key: bytes | None,
     trusted: tuple[Ed25519PublicKey, ...],
     progress: Callable[[int], None] | None = None,
+    notes: Sequence[PublishedCheckpoint] = (),
 ) -> VerifyReport:
     require_schema(conn)
     heads = {row.chain_id: row for row in conn.execute(select(CHAINS))}
@@ -291,14 +296,24 @@ def _verify(
                 f"whole chain deleted: a recorded purge covers it up to seq {ctx.purged_upto}, "
                 "but it has no chain row and no events",
             )
+    by_chain: dict[str, list[PublishedCheckpoint]] = {}
+    for note in notes:
+        by_chain.setdefault(note.chain_id, []).append(note)
+    for chain_id, chain_notes in sorted(by_chain.items()):
+        reason = check_published(chain_id, chain_leaves(conn, chain_id), chain_notes)
+        if reason is not None and chain_id not in problems:
+            top = max(n.tree_size for n in chain_notes)
+            problems[chain_id] = ChainProblem(chain_id, top, None, reason)
     ordered = tuple(problems[c] for c in sorted(problems))
     known = seen | heads.keys() | {c for c, x in contexts.items() if x.checkpoints or x.purged_upto}
+    known |= by_chain.keys()
     return VerifyReport(
         ok=not ordered,
         events_checked=events_checked,
         chains_checked=len(known),
         problems=ordered,
         checkpoints_checked=sum(len(c.checkpoints) for c in contexts.values()),
+        published_checked=len(notes),
         unclosed=tuple(
             sorted(
                 (u for rid, u in opens.items() if rid not in closed),
@@ -314,6 +329,7 @@ def verify_chain(
     hmac_key: bytes | None = None,
     public_keys: Sequence[Ed25519PublicKey] = (),
     progress: Callable[[int], None] | None = None,
+    published: str | os.PathLike[str] | None = None,
 ) -> VerifyReport:
     """Verify every chain in the audit store; a broken chain is a report, not an exception.
 
@@ -327,9 +343,14 @@ def verify_chain(
             which catches damage but not a forger who re-signs with a key of their own.
         progress: called with the number of rows walked since its last call (every 1000
             rows and at the end of each chain), for progress bars.
+        published: a folder of checkpoints published by `audit.published.publish_checkpoints`
+            (``audit checkpoint --publish DIR``): every chain must still extend each of them
+            (see `audit.published.check_published`); their signatures are checked with
+            ``public_keys``, else with the verifier keys stored in that folder.
 
     Raises:
-        AuditConfigError: bad URL, no such SQLite file, or no audit schema there.
+        AuditConfigError: bad URL, no such SQLite file, no audit schema there, or a
+            ``published`` folder that is missing or has no key to check it with.
         AuditStoreError: the store is unreachable or a read failed.
     """
     if isinstance(url_or_store, AuditStore):
@@ -339,8 +360,9 @@ def verify_chain(
     else:
         engine, owned = create_audit_engine(url_or_store, must_exist=True), True
     try:
+        notes = () if published is None else tuple(load_published(published, public_keys))
         with engine.connect() as conn:
-            return _verify(conn, hmac_key, tuple(public_keys), progress)
+            return _verify(conn, hmac_key, tuple(public_keys), progress, notes)
     except SQLAlchemyError as exc:
         raise AuditStoreError(
             f"verifying the audit log at {safe_url(engine.url)} failed: {exc}"

@@ -51,6 +51,7 @@ from audit import (
 from audit.checkpoint import chain_leaves, load_checkpoints
 from audit.engine import create_audit_engine, safe_url
 from audit.merkle import inclusion_proof
+from audit.published import publish_checkpoints
 from audit.query import ListedCall, count_by, find_event, iter_events, listed_calls
 from guardrails.cli.app import audit_app, db_app
 from guardrails.cli.common import AuditOption, JsonOption, err, fail, out
@@ -141,6 +142,7 @@ def _report_json(url: str, report: VerifyReport) -> str:
             "events_checked": report.events_checked,
             "chains_checked": report.chains_checked,
             "checkpoints_checked": report.checkpoints_checked,
+            "published_checked": report.published_checked,
             "problems": [asdict(problem) for problem in report.problems],
             "unclosed": [asdict(u) for u in report.unclosed],
         },
@@ -169,6 +171,8 @@ def _print_report(url: str, report: VerifyReport) -> None:
     if first is None:
         if report.checkpoints_checked:
             counts += f", {report.checkpoints_checked} signed checkpoints"
+        if report.published_checked:
+            counts += f", {report.published_checked} published checkpoints"
         out.print(f"[bold green]intact:[/] {counts} verified ({where})")
         return
     row = f"event {first.event_id}" if first.event_id else "a missing row"
@@ -186,6 +190,15 @@ def audit_verify(
     audit: AuditOption = None,
     hmac_key_env: HmacKeyEnvOption = None,
     public_key: PublicKeyOption = None,
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoints",
+            metavar="DIR",
+            help="Folder of checkpoints published by `audit checkpoint --publish`: the "
+            "database must still extend every one (consistency proofs).",
+        ),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Check every hash chain and signed checkpoint: exit 0 if intact, 1 naming the first
@@ -199,7 +212,7 @@ def audit_verify(
     url = _url(audit)
     try:
         trusted = _public_keys(public_key)
-        report = verify_chain(url, hmac_key=key, public_keys=trusted)
+        report = verify_chain(url, hmac_key=key, public_keys=trusted, published=checkpoints)
     except AuditError as exc:
         _audit_failed(exc)
     if json_output:
@@ -229,6 +242,15 @@ def audit_keygen(
 def audit_checkpoint(
     key: Annotated[Path, typer.Option("--key", metavar="PEM", help="Ed25519 signing key.")],
     audit: AuditOption = None,
+    publish: Annotated[
+        Path | None,
+        typer.Option(
+            "--publish",
+            metavar="DIR",
+            help="Also append each new checkpoint to DIR as a C2SP signed note (put DIR "
+            "where the database's owner cannot rewrite it).",
+        ),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Sign a checkpoint (tree size, Merkle root, time) of every chain that grew.
@@ -237,7 +259,10 @@ def audit_checkpoint(
     database's owner cannot rewrite.
     """
     try:
-        made = create_checkpoints(_url(audit), load_signing_key(key))
+        signing_key = load_signing_key(key)
+        made = create_checkpoints(_url(audit), signing_key)
+        if publish is not None:
+            publish_checkpoints(made, publish, signing_key)
     except AuditError as exc:
         _audit_failed(exc)
     if json_output:
