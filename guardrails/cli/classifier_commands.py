@@ -15,7 +15,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from guardrails.cli import privacy_commands as DP  # noqa: N812  (the shared --dp options)
 from guardrails.cli.app import app, train_app
+from guardrails.cli.common import AuditOption
 
 _console = Console()
 
@@ -70,35 +72,55 @@ def train_classifier(
         ),
     ] = None,
     dp: Annotated[
-        bool, typer.Option("--dp", help="Train with DP-SGD (see `guardrails privacy`).")
+        bool,
+        typer.Option(
+            "--dp", help="Train with DP-SGD on private --data (--val/--test must be public)."
+        ),
     ] = False,
-    epsilon: Annotated[float, typer.Option(help="With --dp: target ε.")] = 8.0,
-    delta: Annotated[float | None, typer.Option(help="With --dp: δ (default below 1/n).")] = None,
-    max_grad_norm: Annotated[float, typer.Option(help="With --dp: clipping norm.")] = 1.0,
+    epsilon: DP.EpsilonOption = 8.0,
+    delta: DP.DeltaOption = None,
+    max_grad_norm: DP.NormOption = 1.0,
     batch_size: Annotated[int, typer.Option(help="With --dp: expected logical batch.")] = 512,
+    accountant: DP.AccountantOption = "rdp",
+    clipping: DP.ClippingOption = "standard",
+    lr: DP.LrOption = None,
+    insecure_fixed_seed: DP.FixedSeedOption = None,
+    audit: AuditOption = None,
+    no_audit: DP.NoAuditOption = False,
 ) -> None:
     """Train a classifier, calibrate thresholds on validation data, write a model card.
 
-    With ``--dp`` this is `guardrails privacy train-classifier` (fast model only): Opacus
-    DP-SGD to a target ε, with a privacy report written and recorded as provenance.
+    With ``--dp`` this is `guardrails privacy train-classifier`: Opacus DP-SGD to a target ε
+    (the MiniLM head on the frozen encoder by default), with a privacy report written and
+    recorded as provenance. ``--seed`` does not apply to it (see ``--insecure-fixed-seed``).
     """
     if dp:
-        if data is None or model != "fast":
-            raise _fail("--dp needs --data FILE.jsonl and the fast model")
-        from guardrails.cli.privacy_commands import train_classifier as train_private
-
-        train_private(
+        if data is None:
+            raise _fail("--dp needs --data FILE.jsonl (the private training records)")
+        # --seed is not passed on: a fixed seed makes a DP run replayable (not private)
+        DP.train_classifier(
             data=data,
             out_dir=out,
             val=val,
             test=test,
+            model=model,
             epsilon=epsilon,
             delta=delta,
             max_grad_norm=max_grad_norm,
             epochs=epochs or 20,
             batch_size=batch_size,
-            seed=seed,
+            physical_batch_size=256,
+            optimizer=None,
+            lr=lr,
+            buckets=buckets or 2**12,
+            clipping=clipping,
+            accountant=accountant,
+            insecure_fixed_seed=insecure_fixed_seed,
+            secure_mode=None,
+            seed=None,
             threads=threads,
+            audit=audit,
+            no_audit=no_audit,
         )
         return
     import dataclasses
@@ -237,20 +259,44 @@ def eval_classifier(
     int8: Annotated[bool, typer.Option(help="Use INT8 dynamic quantization.")] = False,
     threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
 ) -> None:
-    """Print per-category precision, recall, F1 and AUPRC of a classifier on labelled data."""
+    """Per-category precision, recall, F1 and AUPRC (flag and block thresholds), per-language
+    attack recall and benign block rate, and the detection issue's goals, on labelled data."""
     from guardrails.classifier import ClassifierError, load_classifier
-    from guardrails.classifier.calibration import pr_curve
+    from guardrails.classifier.calibration import category_metrics, pr_curve
     from guardrails.classifier.dataset import read_jsonl
     from guardrails.classifier.pr_plot import write_plot
+    from guardrails.classifier.report import attack_pr_curves, goal_figures, language_figures
     from guardrails.classifier.training import evaluate
 
     try:
         examples = read_jsonl(data)
         clf = load_classifier(model, int8=int8, num_threads=threads)
         metrics, scores, y = evaluate(clf, examples)
-        _print_metrics(
-            metrics,
-            title=f"{clf.name}{' int8' if int8 else ''} on {data.name}, {len(examples)} examples",
+        label = f"{clf.name}{' int8' if int8 else ''} on {data.name}, {len(examples)} examples"
+        _print_metrics(metrics, title=f"flag thresholds; {label}")
+        block = [clf.block_thresholds[c] for c in clf.categories]
+        block_metrics = [
+            category_metrics(c, y[:, i], scores[:, i], block[i])
+            for i, c in enumerate(clf.categories)
+        ]
+        _print_metrics(block_metrics, title=f"block thresholds; {label}")
+        _print_languages(
+            language_figures(
+                examples,
+                scores,
+                flag_thresholds=[clf.thresholds[c] for c in clf.categories],
+                block_thresholds=block,
+                min_signal=clf.min_signal_chars,
+            )
+        )
+        _print_goals(
+            goal_figures(
+                examples,
+                scores,
+                list(clf.categories),
+                block_thresholds=block,
+                min_signal=clf.min_signal_chars,
+            )
         )
         if plot is not None:
             curves = {}
@@ -258,6 +304,54 @@ def eval_classifier(
                 precision, recall, _ = pr_curve(y[:, i], scores[:, i])
                 curves[c] = (precision, recall)
             write_plot(plot, curves, title=f"PR curves: {clf.name} on {data.name}")
-            _console.print(f"wrote {plot}")
+            lang_plot = plot.with_name(f"{plot.stem}-languages{plot.suffix}")
+            write_plot(
+                lang_plot,
+                attack_pr_curves(examples, scores),
+                title=f"PR per language (any category): {clf.name} on {data.name}",
+            )
+            _console.print(f"wrote {plot} and {lang_plot}")
     except ClassifierError as exc:
         raise _fail(str(exc)) from exc
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x != x else f"{100 * x:.1f}%"
+
+
+def _print_languages(rows: Any) -> None:
+    table = Table(title="per language (block = what default refuses; short texts never block)")
+    for col in ("lang", "attacks", "benign", "caught (block)", "caught (flag)", "benign blocked"):
+        table.add_column(col, justify="right" if col != "lang" else "left")
+    table.add_column("benign flagged", justify="right")
+    for r in rows:
+        table.add_row(
+            r.lang,
+            str(r.attacks),
+            str(r.benign),
+            _pct(r.attack_recall_block),
+            _pct(r.attack_recall_flag),
+            _pct(r.benign_block_rate),
+            _pct(r.benign_flag_rate),
+        )
+    _console.print(table)
+
+
+def _print_goals(g: Any) -> None:
+    table = Table(title="the detection issue's goals, at the block thresholds")
+    table.add_column("measure")
+    table.add_column("goal", justify="right")
+    table.add_column("measured", justify="right")
+    table.add_row("injection recall", ">= 90%", _pct(g.injection_recall))
+    table.add_row("injection FPR (benign)", "<= 2%", _pct(g.injection_fpr))
+    table.add_row("harmful requests recall", ">= 85%", _pct(g.harmful_request_recall))
+    table.add_row("harmful requests FPR", "<= 3%", _pct(g.harmful_request_fpr))
+    table.add_row(
+        "harmful outputs F1",
+        ">= 0.80",
+        "n/a" if g.harmful_output_f1 != g.harmful_output_f1 else f"{g.harmful_output_f1:.3f}",
+    )
+    table.add_row("non-English attacks recall", ">= 80%", _pct(g.non_english_attack_recall))
+    table.add_row("non-English benign blocked", "<= 3%", _pct(g.non_english_benign_block_rate))
+    table.add_row(f"ordinary chat blocked ({g.chat_examples})", "<= 0.5%", _pct(g.chat_block_rate))
+    _console.print(table)

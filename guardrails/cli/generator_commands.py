@@ -1,6 +1,9 @@
 """``guardrails train generator``: train the bundled MoE generator (tokenizer + model).
 
-torch is imported inside the command so ``guardrails --help`` stays fast.
+With ``--dp`` it fine-tunes LoRA adapters of a trained generator on private ``--data`` with
+DP-SGD instead (`guardrails.cli.privacy_commands.train_generator`, same privacy options as
+``guardrails train classifier --dp``). torch is imported inside the command so
+``guardrails --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ from typing import Annotated
 
 import typer
 
+from guardrails.cli import privacy_commands as DP  # noqa: N812  (the shared --dp options)
 from guardrails.cli.app import train_app
-from guardrails.cli.common import fail, out
+from guardrails.cli.common import AuditOption, fail, out
 
 
 @train_app.command("generator")
@@ -32,9 +36,9 @@ def train_generator(
         float | None,
         typer.Option(min=0.1, help="Stop after this long (the LR schedule follows the budget)."),
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1)] = 8,
-    seq_len: Annotated[int, typer.Option(min=8)] = 128,
-    lr: Annotated[float, typer.Option(min=0.0)] = 2e-3,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Default 8 (64 with --dp).")] = None,
+    seq_len: Annotated[int | None, typer.Option(min=8, help="Default 128 (64 with --dp).")] = None,
+    lr: DP.LrOption = None,
     vocab_size: Annotated[int, typer.Option(min=260, help="BPE vocabulary size.")] = 4096,
     hidden_size: Annotated[int, typer.Option(min=8)] = 192,
     layers: Annotated[int, typer.Option(min=1)] = 4,
@@ -48,14 +52,73 @@ def train_generator(
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 1,
     seed: Annotated[int, typer.Option()] = 0,
     plots: Annotated[bool, typer.Option(help="Write loss_curve.png and expert_load.png.")] = True,
+    dp: Annotated[
+        bool,
+        typer.Option(
+            "--dp", help="DP-SGD LoRA fine-tune of --base on private --data (not pretraining)."
+        ),
+    ] = False,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="With --dp: private text or JSONL records.")
+    ] = None,
+    heldout: Annotated[
+        Path | None, typer.Option("--heldout", help="With --dp: PUBLIC text for perplexity.")
+    ] = None,
+    base: Annotated[
+        Path | None, typer.Option("--base", help="With --dp: base checkpoint (default bundled).")
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="With --dp: epochs.")] = 3,
+    epsilon: DP.EpsilonOption = 8.0,
+    delta: DP.DeltaOption = None,
+    max_grad_norm: DP.NormOption = 1.0,
+    accountant: DP.AccountantOption = "rdp",
+    clipping: DP.ClippingOption = "standard",
+    insecure_fixed_seed: DP.FixedSeedOption = None,
+    audit: AuditOption = None,
+    no_audit: DP.NoAuditOption = False,
 ) -> None:
-    """Train a byte-level BPE tokenizer and a small MoE decoder; write checkpoint, plots, card."""
+    """Train a byte-level BPE tokenizer and a small MoE decoder; write checkpoint, plots, card.
+
+    With ``--dp``: `guardrails privacy train-generator` (``--seed`` does not apply).
+    """
+    if dp:
+        if data is None:
+            fail("--dp needs --data FILE (the private training records)")
+        DP.train_generator(
+            data=data,
+            out_dir=out_dir if out_dir != Path("moe-checkpoint") else Path("generator-lora"),
+            heldout=heldout,
+            base=base,
+            lora_r=16,
+            lora_alpha=32.0,
+            target="q_proj,v_proj",
+            seq_len=seq_len or 64,
+            epsilon=epsilon,
+            delta=delta,
+            max_grad_norm=max_grad_norm,
+            epochs=epochs,
+            batch_size=batch_size or 64,
+            physical_batch_size=32,
+            optimizer=None,
+            lr=lr,
+            clipping=clipping,
+            accountant=accountant,
+            insecure_fixed_seed=insecure_fixed_seed,
+            secure_mode=None,
+            seed=None,
+            threads=threads,
+            audit=audit,
+            no_audit=no_audit,
+        )
+        return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from guardrails.generators.moe import load_pretrained
     from guardrails.generators.moe.errors import MoEError
     from guardrails.generators.moe.training import TrainSettings, train, write_model_card
 
+    batch_size = batch_size or 8
+    seq_len = seq_len or 128
     if hidden_size % heads or heads % kv_heads:
         fail(f"--hidden-size {hidden_size} must divide by --heads {heads}, and heads by kv-heads")
     if top_k > experts:
@@ -66,7 +129,7 @@ def train_generator(
         steps=steps,
         batch_size=batch_size,
         seq_len=seq_len,
-        lr=lr,
+        lr=lr if lr is not None else 2e-3,
         warmup=min(100, max(1, steps // 10)),
         vocab_size=vocab_size,
         hidden_size=hidden_size,

@@ -1,7 +1,11 @@
-"""``guardrails privacy ...`` (DP-SGD training, reports) and ``guardrails model show``.
+"""Private training (``guardrails train classifier|generator --dp``), reports, ``model show``.
 
-torch and opacus are imported inside the commands. Exit codes follow `guardrails.cli.app`:
-2 for bad input (bad data line, a δ not below 1/n, an unreachable ε).
+The training commands are defined here once, with one set of privacy options shared by the
+classifier and the generator; ``guardrails train classifier --dp`` and ``guardrails train
+generator --dp`` call them, and ``guardrails privacy train-classifier|train-generator``
+stay as aliases. torch and opacus are imported inside the commands. Exit codes follow
+`guardrails.cli.app`: 2 for bad input (bad data line, a δ not below 1/n, an unreachable ε,
+a fixed seed without ``--insecure-fixed-seed``), 1 for a run that diverged (nothing written).
 """
 
 from __future__ import annotations
@@ -39,21 +43,52 @@ NormOption = Annotated[
 ClippingOption = Annotated[
     str, typer.Option("--clipping", help="ghost (memory-saving) or standard per-sample clipping.")
 ]
-AccountantOption = Annotated[str, typer.Option("--accountant", help="rdp, prv or gdp.")]
+AccountantOption = Annotated[
+    str,
+    typer.Option(
+        "--accountant", help="rdp or prv: calibrates σ (the report gives ε by both; no gdp)."
+    ),
+]
 OptimizerOption = Annotated[
     str | None,
-    typer.Option(
-        "--optimizer", help="sgd or adam (default: sgd for the classifier with --dp, else adam)."
-    ),
+    typer.Option("--optimizer", help="sgd or adam (default: adam)."),
 ]
 LrOption = Annotated[
     float | None,
-    typer.Option("--lr", min=0.0, help="Learning rate (default: 8.0 for sgd, 0.01 for adam)."),
+    typer.Option(
+        "--lr",
+        min=0.0,
+        help="Learning rate (default: adam 2e-3; sgd 2.0 × batch/512, at most 4).",
+    ),
 ]
-DEFAULT_LR = {"sgd": 8.0, "adam": 1e-2}
+FixedSeedOption = Annotated[
+    int | None,
+    typer.Option(
+        "--insecure-fixed-seed",
+        help="Tests only: replayable batches and noise. The run is then NOT private and its "
+        "report says so first.",
+    ),
+]
+RefusedSeedOption = Annotated[
+    int | None,
+    typer.Option("--seed", hidden=True, help="Refused: see --insecure-fixed-seed."),
+]
+SecureOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--secure-mode/--no-secure-mode",
+        help="Opacus secure mode (torchcsprng); default: used when torchcsprng is installed.",
+    ),
+]
 NoAuditOption = Annotated[
     bool, typer.Option("--no-audit", help="Do not record the report in the audit database.")
 ]
+
+SEED_REFUSED = (
+    "--seed is refused for private training: a known seed replays the batches and the noise, "
+    "so the run would not be private. Use --insecure-fixed-seed N (tests only; the report "
+    "then says NOT PRIVATE)."
+)
 
 
 def _audit_url(audit: str | None, no_audit: bool) -> str | None:
@@ -90,17 +125,38 @@ def _settings(**kw: Any) -> Any:
     return DPSettings(**kw)
 
 
+def _train(run: Any) -> Any:
+    """Run under the progress bar; bad input exits 2, a diverged run exits 1."""
+    from guardrails.privacy.errors import PrivacyError, TrainingDivergedError
+
+    try:
+        return _run_with_bar(run)
+    except TrainingDivergedError as exc:
+        fail(str(exc), code=1)
+    except PrivacyError as exc:
+        fail(str(exc))
+
+
 @privacy_app.command("train-classifier")
 def train_classifier(
-    data: Annotated[Path, typer.Option("--data", help="Labelled JSONL (text, labels).")],
+    data: Annotated[Path, typer.Option("--data", help="Private labelled JSONL (text, labels).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Model directory to write.")] = Path(
         "classifier-dp"
     ),
     val: Annotated[
         Path | None,
-        typer.Option("--val", help="Public JSONL for thresholds (default: 15% of --data)."),
+        typer.Option(
+            "--val",
+            help="PUBLIC labelled JSONL: thresholds are calibrated and metrics reported on it "
+            "(default: thresholds 0.5, no --data row is used for them).",
+        ),
     ] = None,
-    test: Annotated[Path | None, typer.Option("--test", help="Held-out JSONL to report.")] = None,
+    test: Annotated[
+        Path | None, typer.Option("--test", help="PUBLIC held-out JSONL to report.")
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", help="minilm (head on the frozen encoder) or fast.")
+    ] = "minilm",
     dp: DpOption = True,
     epsilon: EpsilonOption = 8.0,
     delta: DeltaOption = None,
@@ -112,65 +168,80 @@ def train_classifier(
     ] = 256,
     optimizer: OptimizerOption = None,
     lr: LrOption = None,
-    buckets: Annotated[int, typer.Option(min=16, help="Hashed n-gram table rows.")] = 2**12,
-    clipping: ClippingOption = "ghost",
+    buckets: Annotated[int, typer.Option(min=16, help="fast: hashed n-gram table rows.")] = 2**12,
+    clipping: ClippingOption = "standard",
     accountant: AccountantOption = "rdp",
-    seed: Annotated[int, typer.Option()] = 13,
+    insecure_fixed_seed: FixedSeedOption = None,
+    secure_mode: SecureOption = None,
+    seed: RefusedSeedOption = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 1,
     audit: AuditOption = None,
     no_audit: NoAuditOption = False,
 ) -> None:
-    """Train the fast safety classifier with DP-SGD; write weights and privacy_report.json."""
+    """Train the safety classifier with DP-SGD; write weights and privacy_report.json."""
     import torch
 
-    from guardrails.privacy.classifier import DPClassifierConfig
+    from guardrails.privacy.classifier import DPClassifierConfig, DPMiniLMConfig
     from guardrails.privacy.errors import PrivacyError
     from guardrails.privacy.runs import classifier_run
 
+    if seed is not None:
+        fail(SEED_REFUSED)
+    if model not in ("minilm", "fast"):
+        fail(f"--model must be minilm or fast, got {model!r}")
     torch.set_num_threads(threads)
-    # DP noise on a hashed table favours SGD (see guardrails.privacy.engine.OPTIMIZERS)
-    opt = optimizer or ("sgd" if dp else "adam")
     try:
         settings = _settings(
             dp=dp,
             target_epsilon=epsilon,
+            delta=delta,
             max_grad_norm=max_grad_norm,
             epochs=epochs,
             batch_size=batch_size,
             max_physical_batch_size=physical_batch_size,
-            optimizer=opt,
-            lr=lr if lr is not None else DEFAULT_LR.get(opt, 1e-2),
+            optimizer=optimizer or "adam",
+            lr=lr,
             accountant=accountant,
             clipping=clipping,
-            seed=seed,
+            fixed_seed=insecure_fixed_seed,
+            secure_mode=secure_mode,
         )
         settings.check()
-        report = _run_with_bar(
-            lambda progress: classifier_run(
-                data,
-                out_dir,
-                settings=settings,
-                delta=delta,
-                val=val,
-                test=test,
-                cfg=DPClassifierConfig(buckets=buckets),
-                audit_url=_audit_url(audit, no_audit),
-                progress=progress,
-            )
-        )
     except PrivacyError as exc:
         fail(str(exc))
+    cfg = DPMiniLMConfig() if model == "minilm" else DPClassifierConfig(buckets=buckets)
+    report = _train(
+        lambda progress: classifier_run(
+            data,
+            out_dir,
+            settings=settings,
+            val=val,
+            test=test,
+            cfg=cfg,
+            audit_url=_audit_url(audit, no_audit),
+            progress=progress,
+        )
+    )
     _print_report(report.to_dict(), out_dir)
 
 
 @privacy_app.command("train-generator")
 def train_generator(
     data: Annotated[
-        Path, typer.Option("--data", help="Plain text (one record a line) or JSONL with 'text'.")
+        Path,
+        typer.Option("--data", help="Private text (one record a line) or JSONL with 'text'."),
     ],
     out_dir: Annotated[Path, typer.Option("--out", help="Adapter directory to write.")] = Path(
         "generator-lora"
     ),
+    heldout: Annotated[
+        Path | None,
+        typer.Option(
+            "--heldout",
+            help="PUBLIC text for the held-out perplexity and the divergence check "
+            "(default: none is published).",
+        ),
+    ] = None,
     base: Annotated[
         Path | None, typer.Option("--base", help="Base checkpoint (default: the bundled model).")
     ] = None,
@@ -189,9 +260,11 @@ def train_generator(
     physical_batch_size: Annotated[int, typer.Option(min=1)] = 32,
     optimizer: OptimizerOption = None,
     lr: LrOption = None,
-    clipping: ClippingOption = "ghost",
+    clipping: ClippingOption = "standard",
     accountant: AccountantOption = "rdp",
-    seed: Annotated[int, typer.Option()] = 13,
+    insecure_fixed_seed: FixedSeedOption = None,
+    secure_mode: SecureOption = None,
+    seed: RefusedSeedOption = None,
     threads: Annotated[int, typer.Option(min=1)] = 1,
     audit: AuditOption = None,
     no_audit: NoAuditOption = False,
@@ -203,38 +276,41 @@ def train_generator(
     from guardrails.privacy.generator import LoRAConfig
     from guardrails.privacy.runs import generator_run
 
+    if seed is not None:
+        fail(SEED_REFUSED)
     torch.set_num_threads(threads)
     targets = tuple(t.strip() for t in target.split(",") if t.strip())
-    opt = optimizer or "adam"
     try:
         settings = _settings(
             dp=dp,
             target_epsilon=epsilon,
+            delta=delta,
             max_grad_norm=max_grad_norm,
             epochs=epochs,
             batch_size=batch_size,
             max_physical_batch_size=physical_batch_size,
-            optimizer=opt,
-            lr=lr if lr is not None else DEFAULT_LR.get(opt, 1e-2),
+            optimizer=optimizer or "adam",
+            lr=lr,
             accountant=accountant,
             clipping=clipping,
-            seed=seed,
+            fixed_seed=insecure_fixed_seed,
+            secure_mode=secure_mode,
         )
         settings.check()
-        report = _run_with_bar(
-            lambda progress: generator_run(
-                data,
-                out_dir,
-                settings=settings,
-                lora=LoRAConfig(r=lora_r, alpha=lora_alpha, targets=targets, seq_len=seq_len),
-                delta=delta,
-                base=base,
-                audit_url=_audit_url(audit, no_audit),
-                progress=progress,
-            )
-        )
     except PrivacyError as exc:
         fail(str(exc))
+    report = _train(
+        lambda progress: generator_run(
+            data,
+            out_dir,
+            settings=settings,
+            lora=LoRAConfig(r=lora_r, alpha=lora_alpha, targets=targets, seq_len=seq_len),
+            heldout=heldout,
+            base=base,
+            audit_url=_audit_url(audit, no_audit),
+            progress=progress,
+        )
+    )
     _print_report(report.to_dict(), out_dir)
 
 
@@ -247,9 +323,13 @@ def _print_report(
     table.add_column("field")
     table.add_column("value")
     for key in (
+        "claim",
         "model_kind",
         "dp",
         "epsilon",
+        "epsilon_accountant",
+        "epsilon_rdp",
+        "epsilon_prv",
         "target_epsilon",
         "delta",
         "noise_multiplier",
@@ -259,6 +339,9 @@ def _print_report(
         "max_grad_norm",
         "accountant",
         "clipping",
+        "rng",
+        "secure_mode",
+        "lr",
         "n_examples",
         "batch_size",
         "data_file",
@@ -268,9 +351,11 @@ def _print_report(
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
         table.add_row(key, shown)
     table.add_row("versions", ", ".join(f"{k} {v}" for k, v in report.get("versions", {}).items()))
-    for name, digest in report.get("weights", {}).items():
+    names = sorted(set(report.get("files", {})) | set(checks or {}))
+    for name in names:
+        digest = report.get("files", {}).get(name, "(not in the report)")
         ok = "" if checks is None else ("  (matches)" if checks.get(name) else "  (MISMATCH)")
-        table.add_row(f"weights {name}", f"{digest}{ok}")
+        table.add_row(f"file {name}", f"{digest}{ok}")
     out.print(table)
 
 
@@ -288,18 +373,19 @@ def model_show(
     path: Annotated[Path, typer.Argument(help="Model directory or privacy_report.json.")],
     as_json: JsonOption = False,
 ) -> None:
-    """Print a model's privacy report and whether its weights still match it (exit 1 if not)."""
+    """Print a model's privacy report and whether every file beside it still matches (exit 1 if
+    one was changed, removed or added)."""
     from guardrails.privacy.errors import PrivacyError
-    from guardrails.privacy.report import check_weights, read_report
+    from guardrails.privacy.report import check_files, read_report
 
     try:
         report = read_report(path)
     except PrivacyError as exc:
         fail(str(exc))
     directory = path if path.is_dir() else path.parent
-    checks = check_weights(directory, report)
+    checks = check_files(directory, report)
     if as_json:
-        out.print_json(json.dumps({"report": report.to_dict(), "weights_match": checks}))
+        out.print_json(json.dumps({"report": report.to_dict(), "files_match": checks}))
     else:
         _print_report(report.to_dict(), directory, checks=checks)
     if not all(checks.values()):

@@ -22,7 +22,7 @@ from guardrails.privacy.membership import attack_advantage, dp_advantage_bound
 from guardrails.privacy.report import (
     REPORT_FILE,
     PrivacyReport,
-    check_weights,
+    check_files,
     library_versions,
     read_report,
     record_provenance,
@@ -35,7 +35,7 @@ __all__ = [
     "PrivacyReport",
     "attack_advantage",
     "check_delta",
-    "check_weights",
+    "check_files",
     "default_delta",
     "dp_advantage_bound",
     "file_sha256",

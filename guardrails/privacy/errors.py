@@ -12,3 +12,8 @@ from guardrails.exceptions import GuardrailsError
 
 class PrivacyError(GuardrailsError, ValueError):
     """Private training refused its input or could not meet the privacy target."""
+
+
+class TrainingDivergedError(PrivacyError):
+    """Training produced a model that is not usable (non-finite weights, or a public
+    held-out loss far above the untrained model's); nothing is written."""

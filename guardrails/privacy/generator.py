@@ -20,7 +20,7 @@ import torch.nn.functional as F  # noqa: N812  (the conventional torch alias)
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from guardrails.privacy.engine import DPSettings, FitResult, StepProgress, fit
+from guardrails.privacy.engine import DPSettings, FitResult, StepProgress, fit, random_source
 from guardrails.privacy.lora import add_lora
 
 IGNORE = -100
@@ -88,12 +88,12 @@ def train_lora(
     progress: StepProgress | None = None,
 ) -> tuple[nn.Module, FitResult]:
     """Add adapters to ``model`` (in place) and train them on ``records``."""
-    torch.manual_seed(settings.seed)
+    source = random_source(settings)  # seeds the adapters' initialisation too
     add_lora(model, targets=lora.targets, r=lora.r, alpha=lora.alpha)
     x, y = encode_records(records, tokenizer, seq_len=lora.seq_len)
     kwargs: dict[str, Any] = {} if progress is None else {"progress": progress}
     trained, result = fit(
-        _LogitsOnly(model), TensorDataset(x, y), per_example_nll, settings, **kwargs
+        _LogitsOnly(model), TensorDataset(x, y), per_example_nll, settings, rng=source, **kwargs
     )
     # ModuleValidator.fix may return a copy; the trained weights live in what fit returns
     out: nn.Module = trained.model if isinstance(trained, _LogitsOnly) else trained

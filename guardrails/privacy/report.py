@@ -1,10 +1,13 @@
 """The privacy report written beside trained weights, and its record in the audit database.
 
-A report is what an auditor needs to check a run's privacy claim: the (ε, δ) the accountant
-computed, how it got there (noise multiplier, sampling rate, steps, clipping norm,
-accountant), what it was trained on (record count, SHA-256 of the data file) and with which
-library versions. A non-private run writes one too, with ``dp`` false and ε None, so every
-model carries its provenance. Importing this module does not import torch.
+A report is what an auditor needs to check a run's privacy claim. Its first field, ``claim``,
+says in words whether the run is private at all (a run without DP, or with a fixed seed, is
+NOT private). Then the (ε, δ) spent, by RDP and by PRV (the smaller is the headline), how it
+got there (noise multiplier, sampling rate, steps, clipping norm, the accountant σ was
+calibrated with, where the randomness came from), what it was trained on (record count, the
+data file's resolved path and SHA-256), library versions, and the SHA-256 of every file
+beside the report (weights, config.json, adapter config: everything that changes the
+model's behaviour). Importing this module does not import torch.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from guardrails.privacy.errors import PrivacyError
 
 REPORT_FILE = "privacy_report.json"
 PROVENANCE_POLICY = "model-provenance"
-REPORT_FORMAT = 1
+REPORT_FORMAT = 2
 
 
 def library_versions() -> dict[str, str]:
@@ -37,17 +40,32 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def claim_text(*, dp: bool, private: bool, epsilon: float | None, delta: float | None) -> str:
+    """The report's first field: whether (and how far) the run is private, in words."""
+    if not dp:
+        return "NOT PRIVATE: trained without DP-SGD"
+    if not private:
+        return "NOT PRIVATE: fixed seed, the batches and the noise can be replayed (tests only)"
+    return f"private: ({epsilon:.4g}, {delta:.1e})-DP per training record"
+
+
 @dataclass(frozen=True, slots=True)
 class PrivacyReport:
     """One training run's privacy accounting and provenance.
 
-    ``epsilon`` is what the accountant says was spent (≤ ``target_epsilon``); None for a
-    non-private run. ``weights`` maps each weights file beside the report to its SHA-256.
+    ``claim`` (first) says whether the run is private. ``epsilon`` is the smaller of
+    ``epsilon_rdp`` and ``epsilon_prv`` (``epsilon_accountant`` names it; both are upper
+    bounds, ≤ ``target_epsilon``), None for a non-private run; ``accountant`` is the one σ was
+    calibrated with. ``files`` maps every file beside the report to its SHA-256.
     """
 
+    claim: str
     model_kind: str
     dp: bool
     epsilon: float | None
+    epsilon_accountant: str | None
+    epsilon_rdp: float | None
+    epsilon_prv: float | None
     target_epsilon: float | None
     delta: float | None
     noise_multiplier: float | None
@@ -57,41 +75,56 @@ class PrivacyReport:
     max_grad_norm: float | None
     accountant: str | None
     clipping: str | None
+    rng: str
+    secure_mode: bool
     n_examples: int
     data_file: str
     data_sha256: str
     batch_size: int
-    seed: int
+    lr: float
     versions: dict[str, str] = field(default_factory=library_versions)
-    weights: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     format: int = REPORT_FORMAT
 
+    @property
+    def private(self) -> bool:
+        """Whether the claim is a DP claim at all."""
+        return self.claim.startswith("private:")
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
+        """JSON-ready fields, in declaration order (``claim`` first)."""
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
-        """Canonical JSON (sorted keys), the text the audit digest is taken over."""
-        return json.dumps(self.to_dict(), sort_keys=True, indent=2) + "\n"
+        """Canonical JSON (fields in declaration order), the text the audit digest is over."""
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
 
     def digest(self) -> str:
         """SHA-256 of `to_json`."""
         return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()
 
 
+def model_files(directory: str | Path) -> dict[str, str]:
+    """SHA-256 of every file under ``directory`` (relative POSIX paths), the report excepted."""
+    d = Path(directory)
+    return {
+        p.relative_to(d).as_posix(): file_sha256(p)
+        for p in sorted(d.rglob("*"))
+        if p.is_file() and p.relative_to(d).as_posix() != REPORT_FILE
+    }
+
+
 def write_report(directory: str | Path, report: PrivacyReport) -> PrivacyReport:
     """Write ``privacy_report.json`` in ``directory``; returns the report as written.
 
-    The written report carries the SHA-256 of every weights file in ``directory``, so write
-    the weights first, and record the returned report (not the argument) as provenance.
+    The written report carries the SHA-256 of every file in ``directory`` (weights,
+    config.json, adapter config, ...), so write the model first, and record the returned
+    report (not the argument) as provenance.
     """
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    weights = {
-        p.name: file_sha256(p) for p in sorted(d.iterdir()) if p.suffix in (".safetensors", ".pt")
-    }
-    full = dataclasses.replace(report, weights=weights)
+    full = dataclasses.replace(report, files=model_files(d))
     (d / REPORT_FILE).write_text(full.to_json(), encoding="utf-8")
     return full
 
@@ -120,13 +153,14 @@ def read_report(path: str | Path) -> PrivacyReport:
     return PrivacyReport(**{k: v for k, v in obj.items() if k in names})
 
 
-def check_weights(directory: str | Path, report: PrivacyReport) -> dict[str, bool]:
-    """For each weights file the report names, whether the file beside it still matches."""
-    d = Path(directory)
-    return {
-        name: (d / name).is_file() and file_sha256(d / name) == digest
-        for name, digest in report.weights.items()
-    }
+def check_files(directory: str | Path, report: PrivacyReport) -> dict[str, bool]:
+    """Each file the report names, and each file now beside it: whether it still matches.
+
+    A changed, missing or added file (a retuned config.json, a swapped tokenizer) is False.
+    """
+    now = model_files(directory)
+    names = sorted(set(report.files) | set(now))
+    return {name: now.get(name) == report.files.get(name) for name in names}
 
 
 def record_provenance(url: str, report: PrivacyReport, *, model: str) -> str:

@@ -1,20 +1,34 @@
-"""One private (or baseline) training run end to end: read, check δ, train, save, report.
+"""One private (or baseline) training run end to end: read, check δ, train, check, save, report.
 
-These are what the ``guardrails privacy`` commands and the benchmark call. Each writes the
-weights and ``privacy_report.json`` into ``out_dir`` and, given an audit URL, records the
-report as a provenance event. Importing this module imports torch.
+These are what the ``guardrails train ... --dp`` commands and the benchmark call. Each writes
+the model and ``privacy_report.json`` into ``out_dir`` and, given an audit URL, records the
+report as a provenance event.
+
+Private data is used only inside the accounting: every record of ``data`` is a training
+record (none is held out or used for thresholds), and what is published besides the
+weights (thresholds, metrics, perplexity, the divergence check) is computed on files the
+caller declares public (``val``, ``test``, ``heldout``). A run that diverges raises
+`TrainingDivergedError` and writes nothing. Importing this module imports torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from guardrails.classifier.dataset import Example
 from guardrails.privacy.classifier import (
-    DPClassifierConfig,
+    ClassifierConfig,
+    DPMiniLMConfig,
+    Encoded,
+    build_net,
+    check_not_diverged,
+    encode,
+    evaluate_public,
+    public_loss,
     save_classifier,
     train_private_classifier,
 )
@@ -22,22 +36,22 @@ from guardrails.privacy.data import check_delta, file_sha256, read_labelled, rea
 from guardrails.privacy.engine import DPSettings, FitResult, StepProgress
 from guardrails.privacy.generator import LoRAConfig, perplexity, train_lora
 from guardrails.privacy.lora import save_adapter
-from guardrails.privacy.report import PrivacyReport, record_provenance, write_report
+from guardrails.privacy.report import (
+    PrivacyReport,
+    claim_text,
+    model_files,
+    record_provenance,
+    write_report,
+)
 
-DEFAULT_CLASSIFIER = DPClassifierConfig()
+DEFAULT_CLASSIFIER = DPMiniLMConfig()
 DEFAULT_LORA = LoRAConfig()
 
+Encoder = Callable[[Sequence[Example], ClassifierConfig], Encoded]
 
-def _hash_split(
-    items: list[Any], key: Any, *, every: float, seed: int
-) -> tuple[list[Any], list[Any]]:
-    """Deterministic split by a hash of each record, so reruns hold out the same records."""
-    kept: list[Any] = []
-    held: list[Any] = []
-    for item in items:
-        u = int.from_bytes(hashlib.sha256(f"{seed}:{key(item)}".encode()).digest()[:8], "big")
-        (held if u / 2**64 < every else kept).append(item)
-    return kept, held
+
+def _public(path: Path | None) -> dict[str, Any]:
+    return {} if path is None else {"path": str(path.resolve()), "sha256": file_sha256(path)}
 
 
 def _report(
@@ -50,11 +64,17 @@ def _report(
     extra: dict[str, Any],
 ) -> PrivacyReport:
     return PrivacyReport(
+        claim=claim_text(
+            dp=settings.dp, private=result.private, epsilon=result.epsilon, delta=result.delta
+        ),
         model_kind=kind,
         dp=settings.dp,
         epsilon=result.epsilon,
+        epsilon_accountant=result.epsilon_accountant,
+        epsilon_rdp=result.epsilons.get("rdp"),
+        epsilon_prv=result.epsilons.get("prv"),
         target_epsilon=settings.target_epsilon if settings.dp else None,
-        delta=settings.delta if settings.dp else None,
+        delta=result.delta,
         noise_multiplier=result.noise_multiplier,
         sample_rate=result.sample_rate,
         steps=result.steps,
@@ -62,17 +82,18 @@ def _report(
         max_grad_norm=settings.max_grad_norm if settings.dp else None,
         accountant=settings.accountant if settings.dp else None,
         clipping=settings.clipping if settings.dp else None,
+        rng=result.rng,
+        secure_mode=result.secure_mode,
         n_examples=n,
-        data_file=str(data),
+        data_file=str(data.resolve()),
         data_sha256=file_sha256(data),
         batch_size=settings.batch_size,
-        seed=settings.seed,
+        lr=result.lr,
         extra={
             "poisson_sampling": settings.dp,
-            "secure_rng": False,
+            "optimizer": settings.optimizer,
             "module_fixes": list(result.fixes),
             "train_seconds": round(result.seconds, 2),
-            "final_loss": result.losses[-1] if result.losses else None,
             **extra,
         },
     )
@@ -83,45 +104,59 @@ def classifier_run(
     out_dir: Path,
     *,
     settings: DPSettings,
-    delta: float | None = None,
     val: Path | None = None,
     test: Path | None = None,
-    cfg: DPClassifierConfig = DEFAULT_CLASSIFIER,
+    cfg: ClassifierConfig = DEFAULT_CLASSIFIER,
     audit_url: str | None = None,
     progress: StepProgress | None = None,
+    encoder: Encoder = encode,
 ) -> PrivacyReport:
-    """Train the classifier on ``data`` (minus a 15% hash split for ``val`` if none given).
+    """Train the classifier on every record of ``data``.
+
+    Thresholds are calibrated on ``val`` (public) or left at the documented default 0.5;
+    metrics are reported on ``val`` and ``test`` (public) only. ``encoder`` is `encode`
+    (a benchmark may pass a cache of it).
 
     Raises:
         PrivacyError: bad data (file:line), a δ not below 1/n, an unreachable ε.
+        TrainingDivergedError: non-finite weights, or a public val loss far above the untrained one.
     """
-    examples = read_labelled(data)
-    if val is None:
-        train, val_set = _hash_split(examples, lambda e: e.text, every=0.15, seed=settings.seed)
-    else:
-        train, val_set = examples, read_labelled(val)
+    train = read_labelled(data)
+    if settings.dp:
+        check_delta(settings.delta, len(train))  # before the (slow) encoding; fit checks again
+    val_set = read_labelled(val) if val is not None else None
     test_set = read_labelled(test) if test is not None else None
-    d = check_delta(delta, len(train))
-    settings = dataclasses.replace(settings, delta=d)
-    net, result = train_private_classifier(train, settings=settings, cfg=cfg, progress=progress)
-    metrics = save_classifier(
+    val_in = encoder(val_set, cfg) if val_set else None
+    test_in = encoder(test_set, cfg) if test_set else None
+    net, result = train_private_classifier(
+        train, settings=settings, cfg=cfg, progress=progress, inputs=encoder(train, cfg)
+    )
+    if val_in is not None:
+        check_not_diverged(
+            public_loss(build_net(cfg), *val_in), public_loss(net, *val_in), what="public val loss"
+        )
+    evaluation = evaluate_public(net, val=val_in, test=test_in)
+    save_classifier(
         net,
         out_dir,
         cfg,
-        val=val_set,
-        test=test_set,
-        seed=settings.seed,
+        evaluation=evaluation,
         n_train=len(train),
-        extra={"trained_from": str(data), "private": settings.dp},
+        extra={"trained_from": str(data.resolve()), "private": result.private},
     )
-    macro = metrics.get("test_macro")
     report = _report(
-        "classifier:byte_ngram",
+        f"classifier:{'minilm_head' if isinstance(cfg, DPMiniLMConfig) else 'byte_ngram'}",
         settings,
         result,
         data=data,
         n=len(train),
-        extra={"val_examples": len(val_set), "test_macro": macro},
+        extra={
+            "thresholds_from": "val (public)" if val_in is not None else "default 0.5",
+            "val": _public(val),
+            "test": _public(test),
+            "val_macro": evaluation.metrics.get("val_macro"),
+            "test_macro": evaluation.metrics.get("test_macro"),
+        },
     )
     report = write_report(out_dir, report)
     if audit_url is not None:
@@ -135,41 +170,44 @@ def generator_run(
     *,
     settings: DPSettings,
     lora: LoRAConfig = DEFAULT_LORA,
-    delta: float | None = None,
+    heldout: Path | None = None,
     base: Path | None = None,
     audit_url: str | None = None,
     progress: StepProgress | None = None,
 ) -> PrivacyReport:
     """Fine-tune LoRA adapters of the generator at ``base`` (default: bundled) on ``data``.
 
-    Every tenth record (by hash) is held out, not trained on, for the perplexity figure.
+    Every record of ``data`` is trained on. The perplexity figures are computed on
+    ``heldout``, a file the caller declares public; without it none is published.
 
     Raises:
         PrivacyError: bad data (file:line), a δ not below 1/n, an unreachable ε.
+        TrainingDivergedError: non-finite adapters, or public perplexity over 1.5 × the base's.
     """
     from guardrails.generators.moe import BUNDLED_DIR
     from guardrails.generators.moe.loading import TOKENIZER_FILE, load_model, read_config
     from guardrails.generators.moe.tokenizer import BPETokenizer
+    from guardrails.privacy.classifier import check_not_diverged as check
 
     base_dir = base or BUNDLED_DIR
-    records = read_texts(data)
-    train, held = _hash_split(records, lambda r: r, every=0.1, seed=settings.seed)
-    d = check_delta(delta, len(train))
-    settings = dataclasses.replace(settings, delta=d)
+    train = read_texts(data)
+    if settings.dp:
+        check_delta(settings.delta, len(train))
+    held = read_texts(heldout) if heldout is not None else []
     mcfg = read_config(base_dir)
     tok = BPETokenizer.from_file(base_dir / TOKENIZER_FILE, eos_token_id=mcfg.eos_token_id)
     model: Any = load_model(base_dir)
     ppl_before = perplexity(model, held, tok, seq_len=lora.seq_len) if held else None
     model, result = train_lora(model, train, tok, settings=settings, lora=lora, progress=progress)
     ppl_after = perplexity(model, held, tok, seq_len=lora.seq_len) if held else None
+    if ppl_before is not None and ppl_after is not None:
+        check(ppl_before, ppl_after, what="public held-out perplexity")
     save_adapter(
         model,
         out_dir,
         {
-            "base": str(base_dir),
-            "base_weights_sha256": {
-                p.name: file_sha256(p) for p in sorted(Path(base_dir).glob("*.safetensors"))
-            },
+            "base": str(Path(base_dir).resolve()),
+            "base_files_sha256": model_files(base_dir),
             "r": lora.r,
             "alpha": lora.alpha,
             "targets": list(lora.targets),
@@ -184,6 +222,7 @@ def generator_run(
         n=len(train),
         extra={
             "lora": json.loads(json.dumps(dataclasses.asdict(lora))),
+            "heldout": _public(heldout),
             "heldout_records": len(held),
             "heldout_perplexity_before": ppl_before,
             "heldout_perplexity_after": ppl_after,

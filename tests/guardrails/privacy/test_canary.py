@@ -47,7 +47,7 @@ def test_dp_brings_canary_exposure_down() -> None:
             batch_size=20,
             max_physical_batch_size=20,
             lr=2e-2,
-            seed=3,
+            fixed_seed=3,
         )
         model, result = train_lora(
             load_model(BUNDLED_DIR),

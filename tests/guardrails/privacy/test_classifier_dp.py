@@ -28,6 +28,12 @@ def _settings(**kw: object):  # type: ignore[no-untyped-def]
 SMALL = {"buckets": 2**12, "hidden": 32}
 
 
+def _fast(**kw: object):  # type: ignore[no-untyped-def]
+    from guardrails.privacy.classifier import DPClassifierConfig
+
+    return DPClassifierConfig(**{**SMALL, **kw})  # type: ignore[arg-type]
+
+
 def test_dp_run_spends_at_most_target_and_records_provenance(
     tmp_path: Path, small_train: Path, small_val: Path
 ) -> None:
@@ -49,7 +55,7 @@ def test_dp_run_spends_at_most_target_and_records_provenance(
         audit_url=url,
         progress=lambda _step, _total, _loss, eps: shown.append(eps),
     )
-    assert shown[-1] == pytest.approx(report.epsilon, rel=1e-9)  # progress bar ε = accountant ε
+    assert shown[-1] == pytest.approx(report.epsilon_rdp, rel=1e-9)  # progress bar ε is RDP's
     assert report.epsilon is not None
     assert 0 < report.epsilon <= 3.0
     assert report.delta is not None
@@ -63,7 +69,10 @@ def test_dp_run_spends_at_most_target_and_records_provenance(
     stored = read_json(out / "privacy_report.json")
     assert stored["data_sha256"] == report.data_sha256
     assert "opacus" in stored["versions"]
-    assert set(stored["weights"]) == {"model.safetensors"}  # type: ignore[arg-type]
+    assert set(stored["files"]) == {"model.safetensors", "config.json"}  # type: ignore[arg-type]
+    assert next(iter(stored)) == "claim"
+    assert str(stored["claim"]).startswith("private:")
+    assert stored["data_file"] == str(small_train.resolve())
     clf = load_classifier(str(out))
     assert set(clf.score(["hello there"])[0]) == set(clf.categories)
     with AuditStore(url) as store:
@@ -100,6 +109,29 @@ def test_model_show_prints_report_and_detects_changed_weights(
     weights = out / "model.safetensors"
     weights.write_bytes(weights.read_bytes() + b"\0")
     assert runner.invoke(app, ["model", "show", str(out)]).exit_code == 1
+
+
+def test_model_show_detects_a_changed_config_json(
+    tmp_path: Path, small_train: Path, small_val: Path
+) -> None:
+    """Every threshold in config.json set to 0.99 (weights untouched): MISMATCH, exit 1."""
+    import json
+
+    from guardrails.cli import app
+    from guardrails.privacy.runs import classifier_run
+
+    out = tmp_path / "clf"
+    classifier_run(small_train, out, settings=_settings(epochs=1), val=small_val, cfg=_fast())
+    config = json.loads((out / "config.json").read_text())
+    config["thresholds"] = {c: 0.99 for c in config["thresholds"]}
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    shown = CliRunner().invoke(app, ["model", "show", str(out)])
+    assert shown.exit_code == 1
+    assert "MISMATCH" in shown.output
+    (out / "extra.json").write_text("{}")  # an added file is no better
+    config_back = tmp_path / "x"
+    assert not config_back.exists()
+    assert CliRunner().invoke(app, ["model", "show", str(out)]).exit_code == 1
 
 
 def test_cli_refuses_delta_at_one_over_n(tmp_path: Path, small_train: Path) -> None:
@@ -167,7 +199,9 @@ def test_membership_inference_advantage_drops_with_dp(tmp_path: Path) -> None:
     adv = {}
     for dp in (False, True):
         net, result = train_private_classifier(
-            members, settings=_settings(dp=dp, target_epsilon=1.0, delta=1e-3, epochs=30), cfg=cfg
+            members,
+            settings=_settings(dp=dp, target_epsilon=1.0, delta=1e-3, epochs=30),
+            cfg=cfg,
         )
         adv[dp] = attack_advantage(
             example_losses(net, members, cfg), example_losses(net, others, cfg)
@@ -204,9 +238,13 @@ def test_train_classifier_dp_flag_delegates_to_the_private_trainer(
     out = tmp_path / "dp-model"
     result = CliRunner().invoke(
         app,
-        ["train", "classifier", "--dp", "--data", str(small_train), "--epsilon", "8",
-         "--epochs", "1", "--batch-size", "64", "--out", str(out)],
+        ["train", "classifier", "--dp", "--model", "fast", "--data", str(small_train),
+         "--epsilon", "8", "--epochs", "1", "--batch-size", "64", "--accountant", "prv",
+         "--clipping", "ghost", "--lr", "0.01", "--out", str(out)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((out / "privacy_report.json").read_text())
     assert report["epsilon"] <= 8.0
+    assert report["accountant"] == "prv"
+    assert report["clipping"] == "ghost"
+    assert report["lr"] == 0.01

@@ -1,4 +1,4 @@
-"""`guardrails privacy train-generator`: a DP LoRA run, adapters that reload, provenance."""
+"""`guardrails train generator --dp`: a DP LoRA run, adapters that reload, provenance."""
 
 from __future__ import annotations
 
@@ -28,16 +28,19 @@ def test_train_generator_cli_writes_adapter_report_and_provenance(tmp_path: Path
     data.write_text("\n".join(json.loads(x)["text"][:60].replace("\n", " ") for x in lines))
     url = f"sqlite:///{tmp_path / 'audit.db'}"
     out = tmp_path / "lora"
-    args = ["privacy", "train-generator", "--data", str(data), "--out", str(out)]
-    args += ["--lora-r", "4", "--lora-alpha", "8", "--target", "q_proj,v_proj", "--dp"]
-    args += ["--epsilon", "4", "--epochs", "1", "--batch-size", "8", "--seq-len", "16"]
+    args = ["train", "generator", "--data", str(data), "--out", str(out)]
+    args += ["--dp", "--epsilon", "4", "--accountant", "rdp", "--clipping", "standard"]
+    args += ["--epochs", "1", "--batch-size", "8", "--seq-len", "16", "--lr", "0.01"]
     result = CliRunner().invoke(app, [*args, "--audit", url])
     assert result.exit_code == 0, result.output
     report = read_report(out)
     assert report.epsilon is not None
     assert report.epsilon <= 4.0
     assert report.model_kind == "generator:moe-lora"
-    assert set(report.weights) == {"adapter.safetensors"}
+    assert set(report.files) == {"adapter.safetensors", "adapter_config.json"}
+    assert report.epsilon_rdp is not None
+    assert report.epsilon <= report.epsilon_rdp
+    assert report.extra["heldout_perplexity_after"] is None  # no public held-out given
     x = torch.randint(0, 100, (1, 8))
     a = load_adapter(load_model(BUNDLED_DIR), out)
     b = load_adapter(load_model(BUNDLED_DIR), out)
@@ -46,4 +49,4 @@ def test_train_generator_cli_writes_adapter_report_and_provenance(tmp_path: Path
     with AuditStore(url) as store:
         (event,) = store.events(action="provenance")
         assert event.metadata["report_sha256"] == report.digest()
-        assert event.metadata["privacy_report"]["weights"] == report.weights
+        assert event.metadata["privacy_report"]["files"] == report.files
