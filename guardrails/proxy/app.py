@@ -6,8 +6,9 @@ is the factory uvicorn workers call (``guardrails serve --workers N``).
 
 `ProxyMiddleware` (pure ASGI, so streams are not buffered) runs first on every request: it
 assigns the request id and sets ``X-Guardrails-Request-Id`` on every response, bounds the
-body size, authenticates the API key (everything but ``/healthz`` needs one) and counts
-requests for ``/metrics``.
+body size, authenticates the API key (everything but the configured ``open_paths`` needs
+one: by default ``/healthz``, ``/readyz``, ``/docs`` and ``/openapi.json``, so orchestrators
+can probe) and counts requests for ``/metrics``.
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ from guardrails.proxy.keys import KeyRing
 from guardrails.proxy.metrics import Metrics
 from guardrails.proxy.pipeline import REQUEST_ID_HEADER, Caller
 from guardrails.proxy.policies import PolicyRegistry, ReloadWatcher
+from guardrails.proxy.readiness import AuditProbe
 from guardrails.proxy.routes import router
 from guardrails.proxy.state import ProxyState
 from guardrails.proxy.upstream import GeneratorUpstream, HTTPUpstream, Upstream
 
 log = get_logger("guardrails.proxy")
 
-_OPEN_PATHS = frozenset({"/healthz"})
 _ROUTE_LABELS = frozenset(
     {
         "/v1/chat/completions",
@@ -84,6 +85,7 @@ class ProxyMiddleware:
     def __init__(self, app: ASGIApp, state: ProxyState) -> None:
         self.app = app
         self.state = state
+        self.open_paths = frozenset(state.config.open_paths)
 
     def _caller(self, scope: Scope) -> Caller | None:
         config = self.state.config
@@ -129,7 +131,7 @@ class ProxyMiddleware:
 
         try:
             # the console authenticates its own way (a session cookie for browsers)
-            if path not in _OPEN_PATHS and not _is_console(path):
+            if path not in self.open_paths and not _is_console(path):
                 caller = self._caller(scope)
                 if caller is None:
                     await reply(401, "Missing or invalid API key.", "invalid_api_key")
@@ -271,6 +273,9 @@ def create_app(config: ProxyConfig) -> FastAPI:
         metrics=metrics,
         registry=PolicyRegistry(config.policy, config.audit, metrics),
         upstream=_make_upstream(config),
+        audit_probe=AuditProbe(config.audit, timeout_s=config.audit_probe_timeout_s)
+        if config.audit is not None
+        else None,
     )
 
     @contextlib.asynccontextmanager
@@ -297,14 +302,17 @@ def create_app(config: ProxyConfig) -> FastAPI:
             await asyncio.to_thread(console.console_close)  # type: ignore[attr-defined]
             if state.audit_reader is not None:
                 await asyncio.to_thread(state.audit_reader.close)
+            if state.audit_probe is not None:
+                await asyncio.to_thread(state.audit_probe.close)
 
     app = FastAPI(
         title="guardrails proxy",
         summary="An OpenAI-compatible proxy that checks every prompt and output against a policy.",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url=None,
+        docs_url="/docs",
         redoc_url=None,
+        openapi_url="/openapi.json",
     )
     app.state.proxy = state
     _install_error_handlers(app)

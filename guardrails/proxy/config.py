@@ -29,7 +29,8 @@ class ProxyConfig:
     ``upstream_key`` is sent to the upstream as a bearer token and never leaves the server.
     ``keys_file`` holds the client API keys; ``allow_anonymous`` must be set explicitly to
     serve without keys. ``models`` restricts the model names clients may ask for (empty:
-    whatever the upstream accepts).
+    whatever the upstream accepts). ``open_paths`` answer without an API key (probes and the
+    API description); ``()`` makes every path need one.
     """
 
     policy: str | None = None
@@ -46,6 +47,8 @@ class ProxyConfig:
     upstream_connect_timeout_s: float = 5.0
     upstream_pool_size: int = 256
     reload_interval_s: float = 2.0
+    open_paths: tuple[str, ...] = ("/healthz", "/readyz", "/docs", "/openapi.json")
+    audit_probe_timeout_s: float = 2.0
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -58,7 +61,12 @@ class ProxyConfig:
         for name in ("max_body_bytes", "max_messages", "upstream_pool_size"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("upstream_timeout_s", "upstream_connect_timeout_s", "reload_interval_s"):
+        for name in (
+            "upstream_timeout_s",
+            "upstream_connect_timeout_s",
+            "reload_interval_s",
+            "audit_probe_timeout_s",
+        ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)!r}")
         if problems:
@@ -75,5 +83,7 @@ class ProxyConfig:
         if not raw:
             raise ProxyConfigError(f"{CONFIG_ENV} is not set")
         data: dict[str, Any] = json.loads(raw)
-        data["models"] = tuple(data.get("models", ()))
+        for name in ("models", "open_paths"):
+            if name in data:
+                data[name] = tuple(data[name])
         return cls(**data)

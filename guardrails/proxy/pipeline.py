@@ -81,17 +81,6 @@ class Caller:
 # --- the input: every text the model reads ------------------------------------------------------
 
 
-def unstorable(text: str) -> str | None:
-    """Why ``text`` cannot be stored in the audit log (a NUL, a lone surrogate), or ``None``."""
-    if "\x00" in text:
-        return "the prompt contains a NUL character"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "the prompt contains a lone surrogate (not valid Unicode text)"
-    return None
-
-
 @dataclass(slots=True)
 class _Part:
     text: str
@@ -287,15 +276,6 @@ def _content_len(assembler: StreamAssembler, key: str) -> int:
     return len(parts.texts.get(key, [])) if parts is not None else 0
 
 
-async def _reject(prompt: str, /, *, reason: str) -> str:
-    """The guarded generator of a request that cannot be served: it never calls upstream."""
-    raise _RejectedError(reason)
-
-
-class _RejectedError(Exception):
-    """The request was invalid; raised inside the guard so the call is audited."""
-
-
 # --- errors ---------------------------------------------------------------------------------
 
 
@@ -323,9 +303,9 @@ def generator_error(exc: GeneratorError | GuardInputError) -> ProxyHTTPError:
     cause = exc.__cause__
     if isinstance(cause, UpstreamError):
         return ProxyHTTPError(cause.status, cause.message, code=cause.code)
-    if isinstance(cause, _RejectedError):
-        return ProxyHTTPError(400, str(cause), code="invalid_request", param="messages")
     if isinstance(exc, GuardInputError):
+        # the guard refused the prompt as text it cannot check or store (NUL, lone
+        # surrogate) before the upstream was called, and audited it as rejected
         return ProxyHTTPError(400, f"Invalid request: {exc}", code="invalid_request")
     return ProxyHTTPError(502, "the upstream failed", code="upstream_error")
 
@@ -337,6 +317,10 @@ def audit_unavailable_error() -> ProxyHTTPError:
     )
 
 
+def _error_action(exc: Exception) -> str:
+    return "block" if isinstance(exc, GuardInputError) else "allow"
+
+
 def guard_headers(request_id: str, slot: GuardSlot, action: str) -> dict[str, str]:
     """The ``X-Guardrails-*`` headers of a guarded response."""
     return {
@@ -344,10 +328,6 @@ def guard_headers(request_id: str, slot: GuardSlot, action: str) -> dict[str, st
         ACTION_HEADER: action,
         POLICY_HEADER: slot.guard.policy.ref.header(),
     }
-
-
-def _sanitized(text: str) -> str:
-    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
 # --- one guarded completion --------------------------------------------------------------------
@@ -401,24 +381,6 @@ class GuardedCall:
             or (p.get("best_of") or 1) > 1
         )
 
-    async def _reject_unstorable(self) -> None:
-        """A prompt the audit log cannot store is a 400, audited (sanitized) as rejected."""
-        reason = unstorable(self.prompt.joined)
-        if reason is None:
-            return
-        with self._context():
-            try:
-                await self.slot.guard.acall(_reject, _sanitized(self.prompt.joined), reason=reason)
-            except AuditUnavailable:
-                raise self._with_headers(audit_unavailable_error(), "block") from None
-            except (GeneratorError, GuardInputError):
-                pass
-            finally:
-                self.slot.sink.take(self.request_id)
-        raise self._with_headers(
-            ProxyHTTPError(400, f"Invalid request: {reason}.", code="invalid_request"), "block"
-        )
-
     async def _guarded(self, call: UpstreamCall, fn: Callable[..., Any]) -> CallOutcome:
         try:
             with self._context():
@@ -426,7 +388,7 @@ class GuardedCall:
         except AuditUnavailable:
             raise self._with_headers(audit_unavailable_error(), "block") from None
         except (GeneratorError, GuardInputError) as exc:
-            raise self._with_headers(generator_error(exc), "allow") from None
+            raise self._with_headers(generator_error(exc), _error_action(exc)) from None
         finally:
             self.slot.sink.take(self.request_id)
             if call.upstream_s:
@@ -450,7 +412,6 @@ class GuardedCall:
             ProxyHTTPError: blocked or invalid input (400), upstream failure (4xx/502/504),
                 audit outage (503).
         """
-        await self._reject_unstorable()
         call = self._call()
         outcome = await self._guarded(call, _complete_from_stream if from_stream else _complete)
         if outcome.input.blocked:
@@ -572,11 +533,6 @@ class GuardedStreamResponse:
 
     async def _run(self, send: Send) -> None:
         g = self.guarded
-        try:
-            await g._reject_unstorable()
-        except ProxyHTTPError as error:
-            await self._send_error(send, error)
-            return
         call = g._call()
         guard = g.slot.guard
         with g._context():
@@ -589,7 +545,8 @@ class GuardedStreamResponse:
                     )
                     return
                 except (GeneratorError, GuardInputError) as exc:
-                    await self._send_error(send, g._with_headers(generator_error(exc), "allow"))
+                    error = g._with_headers(generator_error(exc), _error_action(exc))
+                    await self._send_error(send, error)
                     return
                 try:
                     await self._stream(send, call, stream)
@@ -620,7 +577,7 @@ class GuardedStreamResponse:
             await self._send_error(send, g._with_headers(audit_unavailable_error(), "block"))
             return
         except (GeneratorError, GuardInputError) as exc:
-            await self._send_error(send, g._with_headers(generator_error(exc), "allow"))
+            await self._send_error(send, g._with_headers(generator_error(exc), _error_action(exc)))
             return
         await self._start(send, headers)
         role: dict[str, Any] = {"role": "assistant"} if g.route == CHAT else {}
@@ -723,5 +680,4 @@ __all__: list[str] = [
     "generator_error",
     "guard_headers",
     "shown_rules",
-    "unstorable",
 ]

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from guardrails.decision import Stage
 from guardrails.exceptions import PolicyError
+from guardrails.policy import AuditOutage, OnError
 from guardrails.proxy.errors import ProxyHTTPError
 from guardrails.proxy.keys import ALL_TENANTS
 from guardrails.proxy.pipeline import (
@@ -260,13 +261,27 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["ops"])
 async def readyz(request: Request) -> JSONResponse:
-    """Readiness: policies loaded and the upstream pool open."""
+    """Readiness: policies loaded, the upstream pool open, and the audit store reachable.
+
+    While the store is unreachable the worker is not ready (503) under ``outage:
+    fail_closed``, since it would refuse every call; under ``outage: spill`` or ``on_error:
+    allow`` it is ready and ``degraded``. Needs no key unless configured otherwise.
+    """
     state = _state(request)
     if not state.ready or state.config.policy not in state.registry.slots:
         return JSONResponse({"status": "starting"}, status_code=503)
-    return JSONResponse(
-        {"status": "ready", "policy": state.registry.default().guard.policy.ref.header()}
-    )
+    guard = state.registry.default().guard
+    body: dict[str, Any] = {"status": "ready", "policy": guard.policy.ref.header()}
+    if state.audit_probe is not None and not await state.audit_probe.reachable():
+        settings = guard.policy.settings
+        keeps_serving = (
+            settings.audit.outage is AuditOutage.SPILL or settings.on_error is OnError.ALLOW
+        )
+        body["audit"] = "unreachable"
+        if not keeps_serving:
+            return JSONResponse({**body, "status": "not_ready"}, status_code=503)
+        body["degraded"] = True
+    return JSONResponse(body)
 
 
 @router.get("/metrics", tags=["ops"])

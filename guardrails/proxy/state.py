@@ -13,6 +13,7 @@ from guardrails.proxy.config import ProxyConfig
 from guardrails.proxy.keys import KeyRing
 from guardrails.proxy.metrics import Metrics
 from guardrails.proxy.policies import PolicyRegistry
+from guardrails.proxy.readiness import AuditProbe
 from guardrails.proxy.upstream import Upstream
 
 if TYPE_CHECKING:
@@ -29,5 +30,6 @@ class ProxyState:
     upstream: Upstream
     keys: KeyRing | None = None
     audit_reader: AuditStore | None = None
+    audit_probe: AuditProbe | None = None
     ready: bool = False
     models_cache: tuple[float, list[str]] | None = field(default=None)
