@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
 from guardrails.exceptions import PolicyError, PolicyProblem
 from guardrails.policy.loading import load_policy, resolve_policy_path
 from guardrails.policy.model import Policy
+from guardrails.policy.reading import bounded_yaml, parse_policy_yaml
 
 if TYPE_CHECKING:
     from audit import AuditStore
@@ -122,7 +122,7 @@ def diff_policies(a: Policy, b: Policy, *, a_label: str = "", b_label: str = "")
 
 
 def _extends_of(document: str) -> list[str]:
-    data = YAML(typ="safe", pure=True).load(document)
+    data = parse_policy_yaml(document, "<stored policy>", yaml=bounded_yaml(typ="safe"))
     extends = data.get("extends") if isinstance(data, dict) else None
     if isinstance(extends, str):
         return [extends]
@@ -155,9 +155,9 @@ def policy_from_source(source: str, *, label: str) -> Policy:
                 names.append(f"doc{following}.yaml")
                 following = materialize(following)
             if bases:
-                yaml = YAML(typ="rt")
+                yaml = bounded_yaml()
                 yaml.width = 4096
-                data = yaml.load(document)
+                data = parse_policy_yaml(document, "<stored policy>", yaml=yaml)
                 assert isinstance(data, CommentedMap)
                 data["extends"] = names
                 path = root / f"doc{index}.yaml"

@@ -32,6 +32,7 @@ from ruamel.yaml.error import YAMLError
 
 from guardrails.exceptions import PolicyError, PolicyProblem
 from guardrails.policy.model import Policy
+from guardrails.policy.reading import bounded_yaml, parse_policy_yaml, read_policy_file
 
 _SEGMENT = re.compile(r"([A-Za-z_$][\w$\-]*)|\[([^\]]+)\]")
 
@@ -96,9 +97,8 @@ def _detect_indent(text: str) -> tuple[int, int, int]:
 
 
 def _yaml(text: str) -> YAML:
-    yaml = YAML(typ="rt")
+    yaml = bounded_yaml()
     yaml.preserve_quotes = True
-    yaml.allow_duplicate_keys = False
     yaml.width = 4096  # never re-wrap long patterns or test lines
     mapping, sequence, offset = _detect_indent(text)
     yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
@@ -108,7 +108,7 @@ def _yaml(text: str) -> YAML:
 def parse_value(text: str) -> Any:
     """A command-line value as YAML reads it: ``true``, ``3``, ``[input, output]``, text."""
     try:
-        return YAML(typ="safe", pure=True).load(text)
+        return bounded_yaml(typ="safe").load(text)
     except YAMLError:
         return text
 
@@ -144,26 +144,9 @@ class _Document:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            self.text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise _problem(path, f"cannot read: {exc}") from None
+        self.text = read_policy_file(path)
         self.yaml = _yaml(self.text)
-        try:
-            data = self.yaml.load(self.text)
-        except YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            raise PolicyError(
-                [
-                    PolicyProblem(
-                        str(path),
-                        mark.line + 1 if mark else None,
-                        mark.column + 1 if mark else None,
-                        None,
-                        f"YAML syntax error: {getattr(exc, 'problem', None) or exc}",
-                    )
-                ]
-            ) from None
+        data = parse_policy_yaml(self.text, str(path), yaml=self.yaml)
         if not isinstance(data, CommentedMap):
             raise _problem(path, "a policy must be a YAML mapping")
         self.data = data

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import regex
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from guardrails.backtracking import analyze, confirm
@@ -38,6 +37,7 @@ from guardrails.decision import Finding, Stage
 from guardrails.exceptions import PolicyError
 from guardrails.policy.loading import load_policy, resolve_policy_path
 from guardrails.policy.model import Policy, Rule
+from guardrails.policy.reading import bounded_yaml, parse_policy_yaml, read_policy_file
 from guardrails.rules import RuleEngine, keyword_pattern
 
 
@@ -125,11 +125,11 @@ BENIGN_SAMPLES: tuple[str, ...] = (
 def _own_rules(path: Path) -> tuple[dict[str, int], list[tuple[str, int]]]:
     """Line of each rule id the file declares, and every (id, line) in order (duplicates
     included), read with the round-trip loader so lines are exact."""
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = True
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"))
-    except Exception:
+        data = parse_policy_yaml(
+            read_policy_file(path), str(path), yaml=bounded_yaml(allow_duplicate_keys=True)
+        )
+    except PolicyError:  # `lint_policy` reports why the file does not load
         return {}, []
     rules = data.get("rules") if isinstance(data, CommentedMap) else None
     ordered: list[tuple[str, int]] = []

@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import YAMLError
 
 from guardrails.exceptions import PolicyError, PolicyProblem
 from guardrails.policy.loading import load_policy, resolve_policy_path
 from guardrails.policy.model import Policy, PolicyTest
+from guardrails.policy.reading import parse_policy_yaml, read_policy_file, to_plain
 from guardrails.testing import PolicyTestResult
 
 if TYPE_CHECKING:
@@ -107,27 +106,7 @@ def _locate_tests(data: object) -> tuple[int | None, ...]:
 
 
 def _read_yaml(path: Path) -> object:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(
-            [PolicyProblem(str(path), None, None, None, f"cannot read: {exc}")]
-        ) from None
-    try:
-        return YAML(typ="rt").load(text)
-    except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise PolicyError(
-            [
-                PolicyProblem(
-                    str(path),
-                    mark.line + 1 if mark else None,
-                    mark.column + 1 if mark else None,
-                    None,
-                    f"YAML syntax error: {getattr(exc, 'problem', None) or exc}",
-                )
-            ]
-        ) from None
+    return parse_policy_yaml(read_policy_file(path), str(path))
 
 
 def is_test_file(data: object) -> bool:
@@ -153,7 +132,7 @@ def load_suite(path: str | Path, *, policy: str | None = None) -> TestSuite:
     assert isinstance(data, CommentedMap)
     lines = _locate_tests(data)
     try:
-        model = TestFileModel.model_validate(_plain(data))
+        model = TestFileModel.model_validate(to_plain(data))
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -183,16 +162,6 @@ def load_suite(path: str | Path, *, policy: str | None = None) -> TestSuite:
     if unknown:
         raise PolicyError(unknown)
     return TestSuite(loaded, str(resolved), model.tests, lines)
-
-
-def _plain(node: object) -> object:
-    if isinstance(node, CommentedMap):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, CommentedSeq):
-        return [_plain(v) for v in node]
-    if isinstance(node, str):
-        return str(node)
-    return node
 
 
 def run_suite(

@@ -7,6 +7,12 @@ one, closed after a grace period). An invalid edit is rejected and the last good
 stays in force. Both outcomes are written to the audit log (``metadata.event ==
 "policy_reload"``) and logged.
 
+`ReloadWatcher` is the poll loop: it can neither die nor hang. Keys and policies are polled
+by two independent loops, every failure (an unreadable file, a ``PermissionError``, a bug) is
+logged and the last good keys and policies stay in force, and a load that does not finish
+within ``load_timeout_s`` is abandoned (rejected for a policy), so a key revocation always
+takes effect within the reload interval whatever a policy file does.
+
 `ObservingSink` sits between the guard and its audit writer: it hands the proxy each
 call's `audit.AuditEvent` (for the response headers and the metrics) and times the commit.
 """
@@ -17,6 +23,7 @@ import asyncio
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +32,7 @@ from guardrails.exceptions import PolicyError
 from guardrails.guard import AuditSink, Guard
 from guardrails.logs import get_logger
 from guardrails.policy import Policy, load_policy
+from guardrails.proxy.keys import KeyRing, KeysFileError
 from guardrails.proxy.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -33,6 +41,9 @@ if TYPE_CHECKING:
 log = get_logger("guardrails.proxy")
 
 _GRACE_S = 30.0
+#: How long a reload may take before it is abandoned: far more than the bounded loader needs
+#: for the largest file it accepts (under 10 s of CPU), even on a busy machine.
+LOAD_TIMEOUT_S = 120.0
 _MAX_PENDING_EVENTS = 10_000
 
 
@@ -142,6 +153,8 @@ class PolicyRegistry:
     default_spec: str | None
     audit_url: str | None
     metrics: Metrics
+    #: A reload that takes longer is abandoned and rejected; the last good policy stays.
+    load_timeout_s: float = LOAD_TIMEOUT_S
     slots: dict[str | None, GuardSlot] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _retired: list[asyncio.Task[None]] = field(default_factory=list)
@@ -193,10 +206,19 @@ class PolicyRegistry:
         return self.slots[self.default_spec]
 
     async def check_all(self, *, force: bool = False) -> list[ReloadOutcome]:
-        """Reload every policy whose file changed (every policy when ``force``)."""
+        """Reload every policy whose file changed (every policy when ``force``).
+
+        A failure on one policy (other than a rejected edit, which is an outcome) is logged
+        and the others are still checked.
+        """
         outcomes = []
         for spec in list(self.slots):
-            outcome = await self.check(spec, force=force)
+            try:
+                outcome = await self.check(spec, force=force)
+            except Exception as exc:  # the last good policy stays; the next poll retries
+                log.error("policy_reload_failed", policy=spec or "default", error=repr(exc))
+                self.metrics.inc("guardrails_policy_reloads_total", (("outcome", "failed"),))
+                continue
             if outcome is not None:
                 outcomes.append(outcome)
         return outcomes
@@ -210,10 +232,16 @@ class PolicyRegistry:
                 return None
             previous = slot.guard.policy
             try:
-                policy = await asyncio.to_thread(load_policy, str(slot.path))
-            except PolicyError as exc:
+                policy = await asyncio.wait_for(
+                    asyncio.to_thread(load_policy, str(slot.path)), self.load_timeout_s
+                )
+            except (PolicyError, TimeoutError) as exc:
                 slot.stamp = stamp  # do not re-report the same bad file every poll
-                errors = tuple(str(p) for p in exc.problems)
+                errors = (
+                    tuple(str(p) for p in exc.problems)
+                    if isinstance(exc, PolicyError)
+                    else (f"{slot.path}: did not load within {self.load_timeout_s:g} s",)
+                )
                 outcome = ReloadOutcome(spec, "rejected", previous.digest, previous.digest, errors)
                 log.error(
                     "policy_reload_rejected",
@@ -284,3 +312,66 @@ class PolicyRegistry:
             self._root = None
         for guard in guards:
             await asyncio.to_thread(guard.close)
+
+
+@dataclass
+class ReloadWatcher:
+    """Polls the keys file and the policy files every ``interval_s`` and reloads what changed.
+
+    It never dies and never hangs: the keys and the policies have loops of their own, each
+    step is bounded by ``load_timeout_s`` (a step still running is not started again), and
+    every failure is logged and retried at the next poll while the last good keys and
+    policies stay in force. ``keys`` returns the worker's key ring (``None``: no keys file).
+    """
+
+    registry: PolicyRegistry
+    keys: Callable[[], KeyRing | None]
+    interval_s: float
+    load_timeout_s: float = LOAD_TIMEOUT_S
+    _pending: dict[str, asyncio.Future[bool]] = field(default_factory=dict)
+
+    async def run(self) -> None:
+        """Poll until cancelled."""
+        await asyncio.gather(
+            self._loop("keys", self.reload_keys), self._loop("policy", self.reload_policies)
+        )
+
+    async def reload_keys(self) -> None:
+        """Re-read the keys file if it changed (in a thread, bounded by ``load_timeout_s``)."""
+        ring = self.keys()
+        if ring is None:
+            return
+        pending = self._pending.get("keys")
+        if pending is not None and not pending.done():
+            log.error("keys_reload_still_running", path=str(ring.path))
+            return
+        future = asyncio.ensure_future(asyncio.to_thread(ring.reload_if_changed))
+        self._pending["keys"] = future
+        done, _ = await asyncio.wait({future}, timeout=self.load_timeout_s)
+        if not done:  # left running; its outcome is collected by the next call
+            future.add_done_callback(_consume)
+            log.error("keys_reload_timed_out", path=str(ring.path), after_s=self.load_timeout_s)
+            return
+        try:
+            if future.result():
+                log.warning("keys_reloaded", keys=len(ring.keys))
+        except KeysFileError as exc:
+            log.error("keys_reload_rejected", error=str(exc))
+
+    async def reload_policies(self) -> None:
+        """Reload every policy whose file changed (each load bounded by the registry)."""
+        await self.registry.check_all()
+
+    async def _loop(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await step()
+            except Exception as exc:  # keep watching; the last good keys and policies stay
+                log.error(f"{what}_watch_failed", error=repr(exc))
+
+
+def _consume(future: asyncio.Future[bool]) -> None:
+    """Retrieve an abandoned reload's outcome so asyncio does not report it as never read."""
+    if not future.cancelled() and future.exception() is not None:
+        log.error("keys_reload_failed_late", error=repr(future.exception()))

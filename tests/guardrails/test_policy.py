@@ -1,11 +1,29 @@
-"""Policy loading: typed model, errors with file/line/rule, layering, schema."""
+"""Policy loading: typed model, errors with file/line/rule, layering, schema, and policy
+files as hostile input (alias bombs, huge files, deep nesting)."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
+from typing import Any
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from guardrails.cli import app
 from guardrails.exceptions import PolicyError
 from guardrails.policy import Policy, load_policy, policy_json_schema
+from guardrails.policy.edit import set_value
+from guardrails.policy.lint import lint_policy
+from guardrails.policy.reading import (
+    MAX_ALIAS_NODES,
+    MAX_DEPTH,
+    MAX_POLICY_BYTES,
+    parse_policy_yaml,
+    to_plain,
+)
+from guardrails.policy.suite import load_suite
 
 BAD = """\
 name: bad
@@ -121,3 +139,154 @@ def test_json_schema_describes_rules():
     assert rule["additionalProperties"] is False
     assert "pattern" in rule["properties"]
     assert rule["properties"]["id"]["description"]
+
+
+# --- policy files are input ------------------------------------------------------------------
+
+
+def _laughs(width: int, depth: int) -> str:
+    """A "billion laughs" document: ``depth`` levels of ``width`` aliases of the level below."""
+    lines = ["name: bomb\n", f"l0: &l0 [{', '.join(['lol'] * width)}]\n"]
+    for level in range(1, depth + 1):
+        lines.append(f"l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * width)}]\n")
+    return "".join(lines)
+
+
+ALIAS_BOMB = _laughs(9, 9)  # 9**10 strings once expanded
+
+
+def _count(node: Any) -> int:
+    if isinstance(node, dict):
+        return 1 + sum(1 + _count(v) for v in node.values())
+    if isinstance(node, list):
+        return 1 + sum(_count(v) for v in node)
+    return 1
+
+
+def test_alias_bomb_is_refused_at_the_alias_that_crosses_the_bound(tmp_path):
+    """A few-hundred-byte alias bomb is refused at file:line:column, before it is expanded."""
+    assert len(ALIAS_BOMB.encode()) < 600
+    path = tmp_path / "bomb.yaml"
+    path.write_text(ALIAS_BOMB, encoding="utf-8")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    (problem,) = caught.value.problems
+    assert (problem.file, problem.line) == (str(path), 6)  # l4 = 9**5 nodes crosses 10,000
+    assert problem.column is not None
+    assert "alias *l3" in problem.message
+    assert "alias bomb" in problem.message
+
+
+def test_alias_bomb_fails_fast_in_every_command(runner_in_tmp, tmp_path):
+    """``policy validate``, ``policy test`` and ``policy lint`` report the bomb and exit;
+    ``policy set`` refuses to edit it and leaves the file as it was."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(ALIAS_BOMB, encoding="utf-8")
+    where = f"{path}:6:"
+    validated = runner_in_tmp.invoke(app, ["policy", "validate", str(path)])
+    assert validated.exit_code == 1
+    assert where in validated.output
+    assert "alias bomb" in validated.output
+    tested = runner_in_tmp.invoke(app, ["policy", "test", str(path)])
+    assert tested.exit_code == 2
+    assert where in tested.output
+    (finding,) = lint_policy(path)
+    assert (finding.code, finding.line) == ("load-error", 6)
+    with pytest.raises(PolicyError, match="alias bomb"):
+        set_value(path, "settings.mode", "shadow")
+    assert path.read_text(encoding="utf-8") == ALIAS_BOMB
+    test_file = tmp_path / "bomb.tests.yaml"
+    test_file.write_text(ALIAS_BOMB.replace("name: bomb", "tests: []"), encoding="utf-8")
+    with pytest.raises(PolicyError, match="alias bomb"):
+        load_suite(test_file)
+
+
+@settings(max_examples=60, deadline=None)
+@given(width=st.integers(1, 12), depth=st.integers(0, 12))
+def test_alias_expansion_never_exceeds_the_bound(width, depth):
+    """Whatever the bomb's shape, a parse either succeeds with at most MAX_ALIAS_NODES nodes
+    added by aliases, or is refused with a located problem."""
+    text = _laughs(width, depth)
+    try:
+        data = parse_policy_yaml(text, "b.yaml")
+    except PolicyError as exc:
+        (problem,) = exc.problems
+        assert problem.line is not None
+        assert "alias bomb" in problem.message
+        return
+    written = _count(to_plain(parse_policy_yaml(text.replace("*l", "l"), "b.yaml")))
+    assert _count(to_plain(data)) - written <= MAX_ALIAS_NODES
+
+
+def test_recursive_alias_is_refused():
+    """An alias inside the node it names (a cyclic document) is refused at its line."""
+    with pytest.raises(PolicyError, match=r"r\.yaml:2:\d+: recursive alias \*loop"):
+        Policy.from_content("name: r\nx: &loop [a, [b, *loop]]\n", path="r.yaml")
+
+
+def test_small_aliases_still_load():
+    """Ordinary reuse through anchors and aliases keeps working."""
+    policy = Policy.from_content(
+        "name: a\nrules:\n"
+        "  - {id: one, pattern: x, applies_to: &both [input, output]}\n"
+        "  - {id: two, pattern: y, applies_to: *both}\n"
+    )
+    assert policy.rules[1].applies_to == policy.rules[0].applies_to
+
+
+def test_deep_nesting_is_refused():
+    """Nesting deeper than MAX_DEPTH is refused with its line, not a RecursionError."""
+    text = (
+        "name: d\nx: " + "[" * 400 + "]" * 400 + "\n"
+    )  # past the recursion limit (3 frames a level)
+    with pytest.raises(PolicyError, match=rf"d\.yaml:2:\d+: nested deeper than {MAX_DEPTH}"):
+        Policy.from_content(text, path="d.yaml")
+
+
+def test_oversized_file_is_refused_with_its_line(tmp_path):
+    """A file over MAX_POLICY_BYTES is refused at the line where it crosses the limit."""
+    line = "# " + "x" * 1021 + "\n"  # 1 KiB a line
+    path = tmp_path / "big.yaml"
+    path.write_text("name: big\n" + line * (MAX_POLICY_BYTES // len(line) + 1), encoding="utf-8")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    (problem,) = caught.value.problems
+    assert problem.line == MAX_POLICY_BYTES // len(line) + 1
+    assert f"{MAX_POLICY_BYTES:,} bytes" in problem.message
+    with pytest.raises(PolicyError, match="larger than the limit"):
+        Policy.from_content(path.read_text(encoding="utf-8"), path="big.yaml")
+
+
+def test_huge_sparse_file_is_refused_without_reading_it(tmp_path):
+    """A 64 GiB (sparse) file is refused after reading only the limit, not loaded whole."""
+    path = tmp_path / "huge.yaml"
+    with path.open("wb") as stream:
+        stream.truncate(64 << 30)
+    with pytest.raises(PolicyError, match="larger than the limit"):
+        load_policy(path)
+
+
+def test_yaml_errors_read_the_same_everywhere(tmp_path):
+    """Loading, editing and test suites report one broken file with the same problem."""
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\nrules: [\n  - {id: a\n", encoding="utf-8")
+    seen = []
+    for attempt in (
+        lambda: load_policy(path),
+        lambda: set_value(path, "settings.mode", "shadow"),
+        lambda: load_suite(path),
+    ):
+        with pytest.raises(PolicyError) as caught:
+            attempt()
+        seen.append(caught.value.problems)
+    assert seen[0] == seen[1] == seen[2]
+    assert seen[0][0].line is not None
+
+
+@pytest.fixture
+def runner_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
+    """A CLI runner in ``tmp_path`` with no audit URL or log settings inherited."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("GUARDRAILS_AUDIT_URL", "GUARDRAILS_LOG_FORMAT", "GUARDRAILS_LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    return CliRunner()
