@@ -97,6 +97,14 @@ class Settings(_Model):
     regex_timeout_ms: float = Field(
         100.0, gt=0, description="Upper bound on each regex call; a timeout follows on_error."
     )
+    check_timeout_ms: float | None = Field(
+        1000.0,
+        gt=0,
+        description=(
+            "Deadline for a whole check (all rules, then the classifier); running past it"
+            " follows on_error (rule id check_timeout). null: no deadline."
+        ),
+    )
     stream_holdback_chars: int = Field(
         24,
         ge=0,
@@ -105,7 +113,10 @@ class Settings(_Model):
     anchor_window_chars: int = Field(
         400,
         ge=16,
-        description="Anchored rules run this many characters either side of an anchor.",
+        description=(
+            "Ignored since the engine derives sound windows from each pattern; kept so"
+            " existing policies still load."
+        ),
     )
     mode: Mode = Field(Mode.ENFORCE, description="shadow: audit verdicts without enforcing.")
     refusal: str = Field(
@@ -144,10 +155,9 @@ class Rule(_Model):
     anchors: tuple[str, ...] | None = Field(
         None,
         description=(
-            "Literals (case-insensitive) at least one of which every match contains. When set,"
-            " the pattern only runs near their occurrences (settings.anchor_window_chars),"
-            " which makes rare rules nearly free on long texts. Keyword rules get anchors"
-            " automatically."
+            "Documentation only: literals every match contains. The engine derives the"
+            " literals and windows it skips text with from the pattern itself, so a wrong"
+            " declaration can never make a rule miss a match."
         ),
     )
     validator: Literal["cn_resident_id", "iban", "luhn", "us_ssn"] | None = Field(

@@ -180,3 +180,28 @@ def test_pattern_shape(pattern, longest, starts):
     shape = pattern_shape(pattern)
     assert shape.max_width == longest
     assert shape.starts == starts
+
+
+def test_check_timeout_ms_is_a_policy_setting_handled_by_on_error():
+    """settings.check_timeout_ms bounds a whole guard check; failing open flags instead."""
+    rules = "".join(
+        f"  - {{id: slow{i}, pattern: '(a+)+{chr(98 + i)}', action: block, normalization: []}}\n"
+        for i in range(8)
+    )
+    closed = Guard(
+        Policy.from_content(
+            "name: t\nsettings: {regex_timeout_ms: 50, check_timeout_ms: 60}\nrules:\n" + rules
+        )
+    )
+    verdict = closed.check("a" * 5000, Stage.INPUT)
+    assert verdict.action is Action.BLOCK
+    assert "check_timeout" in verdict.rule_ids
+    opened = Guard(
+        Policy.from_content(
+            "name: t\nsettings: {regex_timeout_ms: 50, check_timeout_ms: 60, on_error: allow}\n"
+            "rules:\n" + rules
+        )
+    )
+    verdict = opened.check("a" * 5000, Stage.INPUT)
+    assert verdict.action is Action.FLAG
+    assert "check_timeout" in verdict.rule_ids
