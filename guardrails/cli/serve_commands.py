@@ -117,20 +117,31 @@ def serve(
         fail(str(exc))
     import uvicorn
 
+    from guardrails.cli.console_commands import bind_or_exit
+    from guardrails.console.auth import console_secret
+    from guardrails.proxy.metrics import multiprocess_dir_for_workers, remove_multiprocess_dir
+
     os.environ[CONFIG_ENV] = config.to_env()
+    console_secret()  # one console session secret for every worker (inherited from here)
+    sock = bind_or_exit(host, port, "guardrails serve")  # the banner only after the bind
+    metrics_dir = multiprocess_dir_for_workers() if workers > 1 else None
     err.print(
-        f"guardrails proxy on http://{host}:{port} ({workers} worker(s)),"
+        f"guardrails proxy on http://{host}:{sock.getsockname()[1]} ({workers} worker(s)),"
         f" policy {loaded.ref.header()}, upstream {upstream or generator}"
     )
-    uvicorn.run(
-        "guardrails.proxy.app:create_app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=os.environ.get("GUARDRAILS_LOG_LEVEL", "warning").lower(),
-        access_log=False,
-    )
+    try:
+        uvicorn.run(
+            "guardrails.proxy.app:create_app_from_env",
+            factory=True,
+            fd=sock.fileno(),
+            workers=workers,
+            log_level=os.environ.get("GUARDRAILS_LOG_LEVEL", "warning").lower(),
+            access_log=False,
+        )
+    finally:
+        sock.close()
+        if metrics_dir is not None:
+            remove_multiprocess_dir(metrics_dir)
 
 
 @keys_app.command("add")

@@ -1,30 +1,57 @@
-"""Prometheus metrics in the text exposition format, without a client library.
+"""Prometheus metrics through ``prometheus_client``, correct across ``--workers N``.
 
-One `Metrics` per app (per worker process: scrape each worker, or aggregate in
-Prometheus). Counters and fixed-bucket histograms only; updates are plain dict operations
-on the event loop's thread, so no locks are needed.
+One `Metrics` per app, each with a registry of its own (no module-level state, so tests
+can hold several apps in one process). Under ``serve --workers N`` the parent sets
+``PROMETHEUS_MULTIPROC_DIR`` (see `multiprocess_dir_for_workers`) before any worker starts:
+every worker then writes its samples to memory-mapped files in that folder, and any worker
+answering ``/metrics`` sums every worker's counters and histograms, so one counter reads the
+same total whichever worker is scraped.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable
+import os
+import shutil
+import tempfile
 from typing import ClassVar
 
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+__all__ = [
+    "MULTIPROC_ENV",
+    "Labels",
+    "Metrics",
+    "multiprocess_dir_for_workers",
+    "remove_multiprocess_dir",
+]
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 Labels = tuple[tuple[str, str], ...]
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def multiprocess_dir_for_workers() -> str:
+    """Create an empty folder for the workers' metric files and export it in
+    ``PROMETHEUS_MULTIPROC_DIR`` (call in the parent, before workers start; remove the
+    folder with `shutil.rmtree` when they have stopped)."""
+    folder = tempfile.mkdtemp(prefix="guardrails-metrics-")
+    os.environ[MULTIPROC_ENV] = folder
+    return folder
 
 
-def _render_labels(labels: Labels, extra: Iterable[tuple[str, str]] = ()) -> str:
-    pairs = [*labels, *extra]
-    if not pairs:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs) + "}"
+def remove_multiprocess_dir(folder: str) -> None:
+    """Delete the workers' metric files (after the workers have stopped)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    if os.environ.get(MULTIPROC_ENV) == folder:
+        del os.environ[MULTIPROC_ENV]
 
 
 class Metrics:
@@ -38,80 +65,57 @@ class Metrics:
     ``guardrails_upstream_seconds{route}``, ``guardrails_audit_commit_seconds``.
     """
 
-    _HELP: ClassVar[dict[str, str]] = {
-        "guardrails_requests_total": "HTTP requests by route and status.",
-        "guardrails_actions_total": "Guard verdicts by stage and action.",
-        "guardrails_rule_findings_total": "Findings by rule and action (shadow included).",
-        "guardrails_policy_reloads_total": "Policy reload attempts by outcome.",
-        "guardrails_request_seconds": "Time to answer (to the end of the stream).",
-        "guardrails_stage_seconds": "Time the guard spent checking each stage.",
-        "guardrails_upstream_seconds": "Time the upstream took (to its last byte).",
-        "guardrails_audit_commit_seconds": "Time to commit one audit event.",
+    _COUNTERS: ClassVar[dict[str, tuple[str, tuple[str, ...]]]] = {
+        "guardrails_requests_total": ("HTTP requests by route and status.", ("route", "status")),
+        "guardrails_actions_total": ("Guard verdicts by stage and action.", ("stage", "action")),
+        "guardrails_rule_findings_total": (
+            "Findings by rule and action (shadow included).",
+            ("rule", "action"),
+        ),
+        "guardrails_policy_reloads_total": ("Policy reload attempts by outcome.", ("outcome",)),
     }
-    _COUNTERS = (
-        "guardrails_requests_total",
-        "guardrails_actions_total",
-        "guardrails_rule_findings_total",
-        "guardrails_policy_reloads_total",
-    )
-    _HISTOGRAMS = (
-        "guardrails_request_seconds",
-        "guardrails_stage_seconds",
-        "guardrails_upstream_seconds",
-        "guardrails_audit_commit_seconds",
-    )
+    _HISTOGRAMS: ClassVar[dict[str, tuple[str, tuple[str, ...]]]] = {
+        "guardrails_request_seconds": ("Time to answer (to the end of the stream).", ("route",)),
+        "guardrails_stage_seconds": ("Time the guard spent checking each stage.", ("stage",)),
+        "guardrails_upstream_seconds": ("Time the upstream took (to its last byte).", ("route",)),
+        "guardrails_audit_commit_seconds": ("Time to commit one audit event.", ()),
+    }
 
     def __init__(self) -> None:
-        self._counters: dict[str, dict[Labels, float]] = {
-            name: defaultdict(float) for name in self._COUNTERS
+        # ``*_created`` series are per process (multiprocess mode drops them): never emit
+        # them, so one worker and N workers expose the same series.
+        disable_created_metrics()
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._counters: dict[str, Counter] = {
+            name: Counter(name, doc, labels, registry=self.registry)
+            for name, (doc, labels) in self._COUNTERS.items()
         }
-        self._histograms: dict[str, dict[Labels, list[float]]] = {
-            name: {} for name in self._HISTOGRAMS
+        self._histograms: dict[str, Histogram] = {
+            name: Histogram(name, doc, labels, registry=self.registry, buckets=_BUCKETS)
+            for name, (doc, labels) in self._HISTOGRAMS.items()
         }
 
     def inc(self, name: str, labels: Labels = (), value: float = 1.0) -> None:
         """Add ``value`` to the counter ``name`` with ``labels``."""
-        self._counters[name][labels] += value
+        counter = self._counters[name]
+        (counter.labels(**dict(labels)) if labels else counter).inc(value)
 
     def observe(self, name: str, seconds: float, labels: Labels = ()) -> None:
         """Record one observation in the histogram ``name``."""
-        series = self._histograms[name].get(labels)
-        if series is None:
-            # one slot per bucket, then +Inf, sum
-            series = self._histograms[name][labels] = [0.0] * (len(_BUCKETS) + 2)
-        for index, bound in enumerate(_BUCKETS):
-            if seconds <= bound:
-                series[index] += 1
-                break
-        else:
-            series[len(_BUCKETS)] += 1
-        series[-1] += seconds
+        histogram = self._histograms[name]
+        (histogram.labels(**dict(labels)) if labels else histogram).observe(seconds)
 
     def counter_value(self, name: str, labels: Labels = ()) -> float:
-        """The current value of a counter (0 when never incremented); for tests."""
-        return self._counters[name].get(labels, 0.0)
+        """The current value of a counter in this process (0 when never incremented)."""
+        value = self.registry.get_sample_value(name, dict(labels))
+        return 0.0 if value is None else value
 
     def render(self) -> str:
-        """The text exposition format (``text/plain; version=0.0.4``)."""
-        lines: list[str] = []
-        for name in self._COUNTERS:
-            lines.append(f"# HELP {name} {self._HELP[name]}")
-            lines.append(f"# TYPE {name} counter")
-            for labels, value in sorted(self._counters[name].items()):
-                lines.append(f"{name}{_render_labels(labels)} {value:g}")
-        for name in self._HISTOGRAMS:
-            lines.append(f"# HELP {name} {self._HELP[name]}")
-            lines.append(f"# TYPE {name} histogram")
-            for labels, series in sorted(self._histograms[name].items()):
-                cumulative = 0.0
-                for index, bound in enumerate(_BUCKETS):
-                    cumulative += series[index]
-                    le = _render_labels(labels, [("le", f"{bound:g}")])
-                    lines.append(f"{name}_bucket{le} {cumulative:g}")
-                cumulative += series[len(_BUCKETS)]
-                lines.append(
-                    f"{name}_bucket{_render_labels(labels, [('le', '+Inf')])} {cumulative:g}"
-                )
-                lines.append(f"{name}_sum{_render_labels(labels)} {series[-1]:.6f}")
-                lines.append(f"{name}_count{_render_labels(labels)} {cumulative:g}")
-        return "\n".join(lines) + "\n"
+        """The text exposition format (``text/plain; version=0.0.4``): every worker's
+        samples summed in multiprocess mode, this app's own otherwise."""
+        folder = os.environ.get(MULTIPROC_ENV)
+        if folder:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=folder)
+            return generate_latest(registry).decode("utf-8")
+        return generate_latest(self.registry).decode("utf-8")
