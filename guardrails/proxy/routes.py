@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from guardrails.decision import Stage
-from guardrails.exceptions import PolicyError
+from guardrails.exceptions import GuardInputError, PolicyError
 from guardrails.policy import AuditOutage, OnError
 from guardrails.proxy.errors import ProxyHTTPError
 from guardrails.proxy.keys import ALL_TENANTS
@@ -211,9 +211,15 @@ async def moderations(body: ModerationRequest, request: Request) -> JSONResponse
         )
     guard = slot.guard
     categories = sorted({rule.category for rule in guard.policy.rules if rule.enabled})
+    # each input checked in the guard's worker pool, off the event loop
+    try:
+        verdicts = await asyncio.gather(*(guard.acheck(text, Stage.INPUT) for text in inputs))
+    except GuardInputError as exc:
+        raise ProxyHTTPError(
+            400, f"Invalid input: {exc}", param="input", code="invalid_input"
+        ) from None
     results = []
-    for text in inputs:
-        verdict = guard.check(text, Stage.INPUT)
+    for verdict in verdicts:
         flags = dict.fromkeys(categories, False)
         scores = dict.fromkeys(categories, 0.0)
         for finding in verdict.findings:
