@@ -41,6 +41,7 @@ from guardrails.normalize import (
     Step,
     canonical_steps,
     normalize,
+    prepare,
     unsettled_from,
 )
 from guardrails.policy import Mode, OnError, Policy, Rule
@@ -432,6 +433,11 @@ class RuleScan:
     views_ms: float = 0.0
 
 
+#: How often a rule whose regex budget ran out while its thread was starved of CPU (it used
+#: under half the budget in CPU time) is run again before the timeout counts.
+_STARVED_ATTEMPTS = 4
+
+
 class _DeadlineError(Exception):
     """The whole check ran past its deadline."""
 
@@ -483,6 +489,7 @@ class RuleEngine:
                 shape=pattern_shape(source),
                 stability=_compile_stability(source),
             )
+            prepare(compiled.view)
             for stage in rule.applies_to:
                 self._by_stage[stage].append(compiled)
 
@@ -556,32 +563,54 @@ class RuleEngine:
         settle: dict[tuple[Step, ...], int],
     ) -> None:
         rule = compiled.rule
+        marks = (len(result.findings), len(result.holds), len(result.spans))
+        for attempt in range(_STARVED_ATTEMPTS):
+            cpu_began = time.thread_time()
+            try:
+                self._run_once(compiled, view, result, partial, start, deadline, folded, settle)
+                return
+            except TimeoutError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise _DeadlineError from None
+                starved = time.thread_time() - cpu_began < self.timeout_s / 2
+                if not starved or attempt == _STARVED_ATTEMPTS - 1:
+                    break
+                # The budget ran out while this thread waited for a CPU, not while it matched
+                # (a busy machine): run the rule again, so a verdict never depends on load.
+                del result.findings[marks[0] :], result.holds[marks[1] :], result.spans[marks[2] :]
+        result.findings.append(
+            self.error_finding(rule.id, f"regex timed out after {self.timeout_s * 1000:.0f} ms")
+        )
+
+    def _run_once(
+        self,
+        compiled: CompiledRule,
+        view: NormalizedText,
+        result: RuleScan,
+        partial: bool,
+        start: int,
+        deadline: float | None,
+        folded: dict[tuple[Step, ...], str | None],
+        settle: dict[tuple[Step, ...], int],
+    ) -> None:
+        """One attempt at `_run`; raises `TimeoutError` when its budget runs out."""
         began = time.monotonic()
         budget_end = began + self.timeout_s
         hard_end = budget_end if deadline is None else min(budget_end, deadline)
         view_start = view.to_view(start) if start else 0
         end = len(view.text)
-        try:
+        if partial:
+            if compiled.view not in settle:
+                settle[compiled.view] = view.to_view(unsettled_from(view.original, compiled.view))
+            settled = settle[compiled.view]
+            hold = self._first_unsettled(compiled, view, view_start, settled, hard_end)
+            if hold is not None:
+                result.holds.append(view.to_original(hold, hold)[0])
+        for match in self._matches(compiled, view, view_start, end, hard_end, folded):
             if partial:
-                if compiled.view not in settle:
-                    settle[compiled.view] = view.to_view(
-                        unsettled_from(view.original, compiled.view)
-                    )
-                settled = settle[compiled.view]
-                hold = self._first_unsettled(compiled, view, view_start, settled, hard_end)
-                if hold is not None:
-                    result.holds.append(view.to_original(hold, hold)[0])
-            for match in self._matches(compiled, view, view_start, end, hard_end, folded):
-                if partial:
-                    s, e = view.to_original(match.start(), match.end())
-                    result.spans.append((s, e))
-                self._record(compiled, view, match, result)
-        except TimeoutError:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise _DeadlineError from None
-            result.findings.append(
-                self.error_finding(rule.id, f"regex timed out after {self.timeout_s * 1000:.0f} ms")
-            )
+                s, e = view.to_original(match.start(), match.end())
+                result.spans.append((s, e))
+            self._record(compiled, view, match, result)
 
     @staticmethod
     def _left(hard_end: float) -> float:
