@@ -203,6 +203,152 @@ def compare_int8(tokens: int, heldout_tokens: int) -> None:
     )
 
 
+def make_checkpoint(out: Path, family: str) -> None:
+    """A random-init checkpoint written by `transformers` (bf16 on disk, ~200M parameters)."""
+    import transformers
+
+    torch.manual_seed(0)
+    common = {"vocab_size": 32000, "max_position_embeddings": 4096, "tie_word_embeddings": False}
+    if family == "mixtral":
+        cfg = transformers.MixtralConfig(
+            **common,
+            hidden_size=512,
+            intermediate_size=1536,
+            num_hidden_layers=8,
+            num_attention_heads=8,
+            num_key_value_heads=2,
+            num_local_experts=8,
+            num_experts_per_tok=2,
+        )
+        model = transformers.MixtralForCausalLM(cfg)
+    else:
+        cfg = transformers.DeepseekV3Config(
+            **common,
+            hidden_size=512,
+            intermediate_size=1536,
+            moe_intermediate_size=384,
+            num_hidden_layers=8,
+            first_k_dense_replace=1,
+            num_attention_heads=8,
+            num_key_value_heads=8,
+            n_routed_experts=16,
+            n_shared_experts=1,
+            num_experts_per_tok=4,
+            n_group=4,
+            topk_group=2,
+            q_lora_rank=256,
+            kv_lora_rank=128,
+            qk_rope_head_dim=32,
+            qk_nope_head_dim=64,
+            v_head_dim=64,
+        )
+        model = transformers.DeepseekV3ForCausalLM(cfg)
+    model.to(torch.bfloat16).save_pretrained(out)
+    print(f"wrote {out} ({sum(p.numel() for p in model.parameters()):,} parameters)")
+
+
+def _clock() -> float:
+    """CPU seconds of this process: on a shared machine, waiting for a core is not counted."""
+    return time.process_time()
+
+
+class _Runner:
+    """Prefill and greedy decode through one model's own KV cache (ours or transformers')."""
+
+    def __init__(self, model: torch.nn.Module, *, ours: bool) -> None:
+        self.model, self.ours = model, ours
+
+    def prefill(self, ids: torch.Tensor) -> tuple[torch.Tensor, object]:
+        if self.ours:
+            assert isinstance(self.model, MoEForCausalLM)
+            cache = self.model.new_cache()
+            return self.model(ids, cache=cache, last_only=True)[:, -1], cache
+        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1], out.past_key_values
+
+    def step(self, ids: torch.Tensor, cache: object) -> tuple[torch.Tensor, object]:
+        if self.ours:
+            return self.model(ids, cache=cache, last_only=True)[:, -1], cache
+        out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1], out.past_key_values
+
+    def time_prefill(self, ids: torch.Tensor) -> float:
+        with torch.inference_mode():
+            start = _clock()
+            self.prefill(ids)
+            return _clock() - start
+
+    def time_decode(self, ids: torch.Tensor, tokens: int) -> float:
+        """Seconds for ``tokens`` decode steps after the prompt (prefill not counted)."""
+        with torch.inference_mode():
+            logits, cache = self.prefill(ids)
+            start = _clock()
+            for _ in range(tokens):
+                logits, cache = self.step(logits.argmax(-1, keepdim=True), cache)
+            return _clock() - start
+
+
+def compare_transformers(path: Path, tokens: int, prompt_len: int, rounds: int) -> None:
+    """Ours (fp32 and INT8) against transformers (fp32) on the same checkpoint, interleaved."""
+    import transformers
+
+    from guardrails.generators.moe.loading import load_model
+    from guardrails.generators.moe.quantization import quantize_model
+
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    runners = {
+        "transformers": _Runner(theirs, ours=False),
+        "ours fp32": _Runner(load_model(path), ours=True),
+        "ours int8": _Runner(quantize_model(load_model(path)), ours=True),
+    }
+    g = torch.Generator().manual_seed(0)
+    vocab = theirs.config.vocab_size
+    prompts = {b: torch.randint(0, vocab, (b, prompt_len), generator=g) for b in (1, 8)}
+    cases = [("prefill", 1), ("prefill", 8), ("decode", 1), ("decode", 8)]
+    best: dict[tuple[str, str, int], float] = {}
+    for r in runners.values():  # warm-up
+        r.time_decode(prompts[1][:, :8], 2)
+    for _ in range(rounds):  # interleaved, best of rounds: the machine is shared
+        for kind, b in cases:
+            for name, r in runners.items():
+                t = (
+                    r.time_prefill(prompts[b])
+                    if kind == "prefill"
+                    else r.time_decode(prompts[b], tokens)
+                )
+                key = (name, kind, b)
+                best[key] = min(best.get(key, math.inf), t)
+    with torch.inference_mode():
+        ids = prompts[8]
+        ref = runners["ours fp32"].model(ids)
+        q = runners["ours int8"].model(ids)
+        hf = theirs(input_ids=ids).logits
+    disagree = float((ref.argmax(-1) != q.argmax(-1)).float().mean())
+    print(
+        f"\n## Against transformers {transformers.__version__} on {path.name} "
+        f"({theirs.config.model_type}, {sum(p.numel() for p in theirs.parameters()):,} params), "
+        f"prompt {prompt_len} tokens, {tokens} decode steps, best of {rounds}; "
+        f"tokens per CPU second ({torch.get_num_threads()} threads)"
+    )
+    print(
+        f"{'case':<14}" + "".join(f"{n:>16}" for n in runners) + f"{'tf/ours':>9}{'int8/fp32':>10}"
+    )
+    for kind, b in cases:
+        n_tok = b * (prompt_len if kind == "prefill" else tokens)
+        rate = {name: n_tok / best[(name, kind, b)] for name in runners}
+        print(
+            f"{kind + ' b' + str(b):<14}"
+            + "".join(f"{rate[n]:>12.1f} t/s" for n in runners)
+            + f"{rate['ours fp32'] / rate['transformers']:>9.2f}"
+            + f"{rate['ours int8'] / rate['ours fp32']:>10.2f}"
+        )
+    print(
+        f"logits max |ours fp32 - transformers| {float((ref - hf).abs().max()):.2e}; "
+        f"INT8 top-1 disagreement with fp32 {100 * disagree:.2f}% of {ref.shape[0] * ref.shape[1]}"
+        " positions (random prompts)"
+    )
+
+
 def compare_batching(tokens: int) -> None:
     prompts = [
         "The with statement",
@@ -265,8 +411,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--checkpoint", type=Path, default=BUNDLED_DIR)
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--only", choices=["decode", "dense", "int8", "batching"])
+    parser.add_argument("--only", choices=["decode", "dense", "int8", "batching", "transformers"])
+    parser.add_argument(
+        "--against",
+        type=Path,
+        help="a Hugging Face checkpoint to compare with transformers on (--only transformers)",
+    )
+    parser.add_argument("--prompt-len", type=int, default=64)
+    parser.add_argument(
+        "--make-checkpoint",
+        type=Path,
+        help="write a random-init checkpoint here (with --family) and exit",
+    )
+    parser.add_argument("--family", choices=["mixtral", "deepseek"], default="mixtral")
     args = parser.parse_args()
+    if args.make_checkpoint:
+        make_checkpoint(args.make_checkpoint, args.family)
+        return
     if args.child:
         _child(args.child, args.tokens, args.threads)
         return
@@ -287,6 +448,8 @@ def main() -> None:
         compare_int8(args.tokens, args.heldout_tokens)
     if args.only in (None, "batching"):
         compare_batching(args.tokens)
+    if args.against is not None and args.only in (None, "transformers"):
+        compare_transformers(args.against, args.tokens, args.prompt_len, args.rounds)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,9 @@
 """Mixture-of-experts feed-forward: the top-k router, the grouped expert dispatch, the block.
 
-Dispatch is vectorized: the (token, expert) assignments are sorted by expert, scattered into a
-padded [active_experts, capacity, hidden] buffer, run through two batched matmuls and
-scattered back with ``index_add_``; when there are fewer assignments than experts (decoding)
-each assignment gathers its expert's weights instead. Nothing loops over tokens or experts in
-Python.
+Dispatch sorts the (token, expert) assignments by expert and runs each used expert once on
+its contiguous slice of tokens, on views of the stacked weights: no weight copies and no
+padding. The Python loop is over used experts (at most ``num_experts`` per layer), never
+over tokens.
 """
 
 from __future__ import annotations
@@ -15,6 +14,9 @@ from torch import Tensor, nn
 
 from guardrails.generators.moe.config import MoEConfig
 from guardrails.generators.moe.modules import DenseMLP
+
+# torch's grouped matmul (one kernel for all experts), where this torch has it
+_GROUPED_MM = getattr(F, "grouped_mm", None)
 
 
 class TopKRouter(nn.Module):
@@ -80,52 +82,65 @@ class Experts(nn.Module):
         nn.init.normal_(self.gate_up_proj, std=0.02)
         nn.init.normal_(self.down_proj, std=0.02)
 
-    def select_weights(self, experts: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Float (gate_up, down) weights of ``experts`` in that order (None: all experts)."""
-        if experts is None:
-            return self.gate_up_proj, self.down_proj
-        return self.gate_up_proj.index_select(0, experts), self.down_proj.index_select(0, experts)
-
-    def expert_matmuls(self, buf: Tensor, experts: Tensor | None) -> Tensor:
-        """Run token buffers [A, C, H] through ``experts`` (A ids; None: all, in order)."""
-        gate_up, down = self.select_weights(experts)
-        gate, up = torch.bmm(buf, gate_up.transpose(1, 2)).chunk(2, dim=-1)
-        return torch.bmm(F.silu(gate) * up, down.transpose(1, 2))
+    def expert_forward(self, expert: int, x: Tensor) -> Tensor:
+        """SwiGLU of one expert on rows ``x`` [M, H] (weights are views, never copied)."""
+        gate, up = F.linear(x, self.gate_up_proj[expert]).chunk(2, dim=-1)
+        return F.linear(F.silu(gate) * up, self.down_proj[expert])
 
     def forward(self, x: Tensor, idx: Tensor, weights: Tensor) -> Tensor:
         """``x`` [N, H], ``idx``/``weights`` [N, k] → weighted sum of chosen experts [N, H].
 
-        With fewer assignments than experts (decoding a few rows) each assignment gathers
-        its expert's weights and one batched matmul serves all of them; otherwise the
-        assignments are grouped by expert (sort, scatter into a padded buffer, bmm, scatter
-        back with ``index_add_``).
+        The (token, expert) assignments are sorted by expert so each expert's tokens form
+        one contiguous slice; each used expert runs one matmul pair on its slice (no copy of
+        its weights, no padding to the busiest expert) and the weighted results are added
+        back per token with ``index_add_``.
         """
         n, k = idx.shape
         flat = idx.reshape(-1)
-        if n * k < self.num_experts:
-            out = self.expert_matmuls(x.repeat_interleave(k, dim=0).unsqueeze(1), flat)
-            return (out.view(n, k, -1) * weights.unsqueeze(-1)).sum(dim=1)
+        if n == 1:  # one token (batch-1 decoding): no sort, no gather
+            out = x.new_zeros(x.shape)
+            for j, e in enumerate(flat.tolist()):
+                out += self.expert_forward(e, x) * weights[:, j : j + 1]
+            return out
         order = torch.argsort(flat, stable=True)
-        sorted_expert = flat[order]
         token = order // k
         counts = torch.bincount(flat, minlength=self.num_experts)
-        starts = torch.cumsum(counts, 0) - counts
-        slot = torch.arange(n * k, device=x.device) - starts[sorted_expert]
-        active_mask = counts > 0
-        num_active = int(active_mask.sum())
-        capacity = int(counts.max())
-        if num_active == self.num_experts:
-            active: Tensor | None = None
-            compact = sorted_expert
-        else:
-            active = torch.nonzero(active_mask).squeeze(1)
-            remap = torch.cumsum(active_mask.to(torch.long), 0) - 1
-            compact = remap[sorted_expert]
-        buf = x.new_zeros(num_active, capacity, x.shape[-1])
-        buf[compact, slot] = x.index_select(0, token)
-        out = self.expert_matmuls(buf, active)
-        y = out[compact, slot] * weights.reshape(-1)[order].unsqueeze(-1)
-        return torch.zeros_like(x).index_add_(0, token, y)
+        ys = self.grouped_forward(x.index_select(0, token), counts)
+        ys *= weights.reshape(-1)[order].unsqueeze(-1)
+        return torch.zeros_like(x).index_add_(0, token, ys)
+
+    def grouped_forward(self, xs: Tensor, counts: Tensor) -> Tensor:
+        """SwiGLU of rows ``xs`` sorted by expert, ``counts[e]`` rows for expert ``e``.
+
+        One grouped matmul per projection where torch has it (``F.grouped_mm``), else one
+        matmul pair per used expert on its contiguous slice.
+        """
+        if self._can_group(xs):
+            offs = torch.cumsum(counts, 0).to(torch.int32)
+            gate, up = _GROUPED_MM(xs, self.gate_up_proj.transpose(1, 2), offs=offs).chunk(2, -1)
+            out: Tensor = _GROUPED_MM(F.silu(gate) * up, self.down_proj.transpose(1, 2), offs=offs)
+            return out
+        return self.per_expert_forward(xs, counts)
+
+    def _can_group(self, xs: Tensor) -> bool:
+        """Whether torch's grouped matmul takes these operands (16-byte aligned rows)."""
+        if _GROUPED_MM is None or xs.dtype != self.gate_up_proj.dtype:
+            return False
+        size = xs.element_size()
+        tensors = (xs, self.gate_up_proj, self.down_proj)
+        return all(d * size % 16 == 0 for d in (xs.shape[-1], self.down_proj.shape[-1])) and all(
+            t.data_ptr() % 16 == 0 for t in tensors
+        )
+
+    def per_expert_forward(self, xs: Tensor, counts: Tensor) -> Tensor:
+        """`grouped_forward` as one `expert_forward` call per used expert."""
+        ys = torch.empty_like(xs)
+        start = 0
+        for e, count in enumerate(counts.tolist()):
+            if count:
+                ys[start : start + count] = self.expert_forward(e, xs[start : start + count])
+                start += count
+        return ys
 
 
 class MoEBlock(nn.Module):

@@ -29,12 +29,16 @@ def _naive(experts: Experts, x, idx, weights):
     tokens=st.integers(1, 12),
     num_experts=st.integers(2, 8),
     k=st.integers(1, 2),
+    inner=st.sampled_from([6, 8]),
     seed=st.integers(0, 10_000),
 )
-def test_grouped_dispatch_matches_per_token_loop(tokens, num_experts, k, seed):
-    """Sort/scatter + bmm dispatch equals a naive per-token loop, used experts or not."""
+def test_grouped_dispatch_matches_per_token_loop(tokens, num_experts, k, inner, seed):
+    """Sorted per-expert dispatch equals a naive per-token loop, used experts or not.
+
+    Width 8 takes torch's grouped matmul, width 6 (rows not 16-byte aligned) the per-expert loop.
+    """
     g = torch.Generator().manual_seed(seed)
-    experts = Experts(num_experts, 8, 6)
+    experts = Experts(num_experts, 8, inner)
     with torch.no_grad():
         experts.gate_up_proj.copy_(torch.randn(experts.gate_up_proj.shape, generator=g))
         experts.down_proj.copy_(torch.randn(experts.down_proj.shape, generator=g))
