@@ -234,7 +234,8 @@ def example_losses(
     """Per-example training loss (the membership-inference attacker's signal)."""
     x, y = encode(examples, cfg)
     fn = per_example_bce(torch.ones(y.shape[1]))
-    return fn(logits(net, x), y).double().numpy()
+    out: npt.NDArray[np.float64] = fn(logits(net, x), y).double().numpy()
+    return out
 
 
 Encoded = tuple[torch.Tensor, torch.Tensor]
@@ -325,3 +326,27 @@ def save_classifier(
         }
         state = net.shipped_state_dict()
     write_model_dir(out_dir, state, config)
+
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "MINILM_DIM",
+    "PAD",
+    "ClassifierConfig",
+    "DPByteNgramNet",
+    "DPClassifierConfig",
+    "DPMiniLMConfig",
+    "Encoded",
+    "PublicEvaluation",
+    "build_net",
+    "check_not_diverged",
+    "embed",
+    "encode",
+    "evaluate_public",
+    "example_losses",
+    "logits",
+    "per_example_bce",
+    "public_loss",
+    "save_classifier",
+    "train_private_classifier",
+]

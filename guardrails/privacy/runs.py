@@ -94,6 +94,7 @@ def _report(
             "optimizer": settings.optimizer,
             "module_fixes": list(result.fixes),
             "train_seconds": round(result.seconds, 2),
+            "loop_seconds": round(result.loop_seconds, 3),
             **extra,
         },
     )
@@ -232,3 +233,12 @@ def generator_run(
     if audit_url is not None:
         record_provenance(audit_url, report, model=str(out_dir))
     return report
+
+
+__all__ = [
+    "DEFAULT_CLASSIFIER",
+    "DEFAULT_LORA",
+    "Encoder",
+    "classifier_run",
+    "generator_run",
+]
