@@ -18,17 +18,21 @@ from __future__ import annotations
 import bisect
 import enum
 import functools
+import json
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import resources
 
 __all__ = [
     "ALL_STEPS",
+    "Edit",
     "NormalizedText",
     "Step",
     "canonical_steps",
     "normalize",
+    "prepare",
     "unsettled_from",
 ]
 
@@ -242,42 +246,87 @@ def _strip_invisible(text: str) -> list[Edit]:
     return [(m.start(), m.end(), "") for m in pattern.finditer(text)]
 
 
-# Look-alikes from the Unicode confusables table that NFKC leaves alone: Cyrillic, Greek and
-# Armenian letters that render like Latin ones, and a few symbols.
-_CONFUSABLES: dict[str, str] = {
-    # Cyrillic lower / upper
-    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o",
-    "р": "p", "с": "c", "т": "t", "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i",
-    "ј": "j", "ԁ": "d", "ԛ": "q", "ԝ": "w", "һ": "h", "ɡ": "g", "ӏ": "l",
-    "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P",
-    "С": "C", "Т": "T", "У": "Y", "Х": "X", "Ѕ": "S", "І": "I", "Ј": "J", "Ԁ": "D",
-    # Greek lower / upper
-    "α": "a", "β": "b", "ε": "e", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p",
-    "τ": "t", "υ": "u", "χ": "x", "γ": "y", "ω": "w",
-    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M",
-    "Ν": "N", "Ο": "O", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
-    # Armenian and others
-    "օ": "o", "ս": "u", "ց": "g", "ո": "n", "ɑ": "a", "ı": "i", "ȷ": "j",
-}  # fmt: skip
-# Confusables, and the Latin letters with diacritics (Latin-1 Supplement, Extended-A/B and
-# Additional) whose accents are stripped; anything else (CJK...) is never looked at.
-_CONFUSABLE_RE = re.compile("[" + "".join(_CONFUSABLES) + "\u00c0-\u024f\u1e00-\u1eff]")
+# Look-alikes come from Unicode's confusables data (UTS #39, confusables.txt), as shipped by
+# the `confusable-homoglyphs` package (MIT licence; its confusables.json is generated from
+# confusables.txt), read from the installed package, never from the network. A character
+# folds to the ASCII letter or digit the data pairs it with; three derived rules fill the
+# gaps the data leaves for text meant to be read as Latin:
+# - LATIN LETTER SMALL CAPITAL X (and LATIN SMALL CAPITAL LETTER X) is X, by its Unicode name
+#   (the data pairs small capitals with Cherokee or Cyrillic letters, not with Latin ones);
+# - a lowercase letter whose uppercase folds (Cyrillic к, Greek τ) folds to that, lowercased;
+# - anything but a lowercase letter paired with "l" (Cyrillic І, Greek Ι, Lisu ꓲ, ∣) is "I":
+#   the data's prototype for I-like strokes is "l", and "Ignore" is the likelier reading.
+# Marks and CJK characters are left alone (a mark is not a letter; 〇 is a CJK number).
+_SMALL_CAPITAL = re.compile(r"^LATIN (?:LETTER SMALL CAPITAL|SMALL CAPITAL LETTER) ([A-Z])$")
+_NOT_FOLDED = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0003ffff]")
+
+
+@functools.cache
+def _confusables_table() -> dict[str, str]:
+    """Character -> ASCII look-alike, from the Unicode confusables data (built once)."""
+    raw = resources.files("confusable_homoglyphs").joinpath("confusables.json")
+    data: dict[str, list[dict[str, str]]] = json.loads(raw.read_text("utf-8"))
+    table: dict[str, str] = {}
+    for char, entries in data.items():
+        if len(char) != 1 or char.isascii() or _NOT_FOLDED.match(char):
+            continue
+        if unicodedata.category(char).startswith("M"):
+            continue
+        targets = [e["c"] for e in entries if len(e["c"]) == 1 and e["c"].isascii()]
+        targets = [t for t in targets if t.isalnum()]
+        if not targets:
+            continue
+        target = targets[0]
+        if target == "l" and unicodedata.category(char) != "Ll":
+            target = "I"
+        table[char] = target
+    # Small capitals and the cased scripts with Latin look-alikes (Greek, Cyrillic,
+    # Armenian, Cherokee, Latin extensions, Deseret): the derived rules look only there.
+    ranges = ((0x80, 0x2000), (0xA640, 0xAC00), (0x10400, 0x10800), (0x1DF00, 0x1E000))
+    for code in (c for low, high in ranges for c in range(low, high)):
+        char = chr(code)
+        if char in table:
+            continue
+        small = _SMALL_CAPITAL.match(unicodedata.name(char, ""))
+        if small:
+            table[char] = small.group(1).lower()
+            continue
+        upper = char.upper()
+        if len(upper) == 1 and upper != char and upper in table and table[upper].isalpha():
+            table[char] = table[upper].lower()
+    return table
+
+
+@functools.cache
+def _confusable_re() -> re.Pattern[str]:
+    # Confusables, and the Latin letters with diacritics (Latin-1 Supplement, Extended-A/B and
+    # Additional) whose accents are stripped; anything else (CJK...) is never looked at.
+    codes = sorted(
+        {ord(c) for c in _confusables_table()}
+        | set(range(0xC0, 0x250))
+        | set(range(0x1E00, 0x1F00))
+        | {ord(c) for c in "ёїЁЇй"}
+    )
+    return re.compile("[" + _char_class(codes) + "]")
 
 
 def _confusables(text: str) -> list[Edit]:
-    """Fold look-alike letters to ASCII and strip diacritics from Latin letters."""
+    """Fold look-alike characters to ASCII and strip diacritics from Latin letters."""
     if text.isascii():
         return []
+    table = _confusables_table()
     edits: list[Edit] = []
-    for match in _CONFUSABLE_RE.finditer(text):
+    for match in _confusable_re().finditer(text):
         char = match.group()
-        folded = _CONFUSABLES.get(char)
+        folded = table.get(char)
         if folded is None:
-            # Latin letter with diacritics: keep the base letter when it is ASCII.
+            # A letter with diacritics: keep its base letter, itself folded if need be.
             decomposed = unicodedata.normalize("NFD", char)
             base = decomposed[0]
-            if len(decomposed) > 1 and base.isascii() and base.isalpha():
-                folded = base
+            if len(decomposed) > 1:
+                base = table.get(base, base)
+                if base.isascii() and base.isalpha():
+                    folded = base
         if folded is not None:
             edits.append((match.start(), match.end(), folded))
     return edits
@@ -400,6 +449,15 @@ def unsettled_from(text: str, steps: Sequence[Step]) -> int:
             cut = min(cut, view.to_original(point, point)[0])
         view = _apply(view, _STEPS[step](view.text))
     return cut
+
+
+def prepare(steps: Sequence[Step] = ALL_STEPS) -> None:
+    """Build the tables ``steps`` use now (about 0.1 s) rather than in the first check."""
+    wanted = set(steps)
+    if Step.NFKC in wanted:
+        _nfkc_changing()
+    if Step.CONFUSABLES in wanted:
+        _confusable_re()
 
 
 def canonical_steps(steps: Sequence[Step]) -> tuple[Step, ...]:

@@ -92,7 +92,9 @@ def test_every_seed_at_the_old_window_edges(seed, pad):
         assert fast.scan(text, seed.stage).findings == full.scan(text, seed.stage).findings
 
 
-DEFAULT = Guard(pack("default"))
+# Rules-only packs: `default` may carry classifier rules, which are not under test here.
+SECRETS = Guard(pack("secrets"))
+INJECTION = Guard(pack("prompt-injection"))
 
 # An RS256 token as identity providers issue them: a 2048-bit signature (342 base64url
 # characters) and a payload with the usual claims.
@@ -112,7 +114,7 @@ JWT_746 = (
 def test_a_realistic_rs256_jwt_is_redacted():
     """The 746-character RS256 JWT that the old 256-character window let through is found."""
     assert len(JWT_746) == 746
-    verdict = DEFAULT.check(f"Authorization: Bearer {JWT_746}\n", Stage.INPUT)
+    verdict = SECRETS.check(f"Authorization: Bearer {JWT_746}\n", Stage.INPUT)
     assert verdict.rule_ids == ("secret.jwt",)
     assert JWT_746[:20] not in verdict.text
     assert JWT_746[-20:] not in verdict.text
@@ -128,7 +130,7 @@ def test_a_realistic_rs256_jwt_is_redacted():
 )
 def test_whitespace_runs_of_any_length_do_not_defeat_a_phrase(gap, before, after, rule):
     """An injection padded with hundreds of spaces, tabs or newlines still blocks."""
-    verdict = DEFAULT.check(f"{before}{gap}{after}", Stage.INPUT)
+    verdict = INJECTION.check(f"{before}{gap}{after}", Stage.INPUT)
     assert verdict.action is Action.BLOCK
     assert rule in verdict.rule_ids
 
