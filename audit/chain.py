@@ -1,6 +1,19 @@
 """The hash chain: the canonical encoding of an event and the hash that links it.
 
-An event's hash is SHA-256 (HMAC-SHA256 when a key is given) over the UTF-8 bytes of::
+Events written since migration 0004 (``body_digest`` set) hash as *header + body digest*::
+
+    body_digest = SHA-256 (HMAC-SHA256 when keyed) of the canonical JSON of
+                  {"event_id":..., prompt, output, findings, metadata, error, timings_ms}
+    hash        = SHA-256 (HMAC-SHA256 when keyed) of
+                  {"body":"<body_digest>","chain":{...},"header":{...every other field...},"v":2}
+
+so a retention purge can drop the body (the purgeable `BODY_FIELDS`) and keep the
+``body_digest``: every header field of a purged row stays verifiable. The event id salts the
+body digest, and a keyed store keys it, so the digest of a purged body does not give away
+short prompts to a dictionary.
+
+Rows written before 0004 (``body_digest`` NULL) keep the original encoding: their hash is
+SHA-256 (HMAC-SHA256 when a key is given) over the UTF-8 bytes of::
 
     {"chain":{"chain_id":...,"prev_hash":...,"seq":...},"event":{...content fields...}}
 
@@ -19,13 +32,26 @@ import hmac
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from audit.event import AuditEvent
 from audit.exceptions import AuditEventError
 
-__all__ = ["CONTENT_FIELDS", "chain_hash", "content_json", "content_json_from_mapping"]
+__all__ = [
+    "BODY_FIELDS",
+    "CONTENT_FIELDS",
+    "HEADER_FIELDS",
+    "EncodedEvent",
+    "body_digest_from_mapping",
+    "chain_hash",
+    "chain_hash_v2",
+    "content_json",
+    "content_json_from_mapping",
+    "encode_event",
+    "header_json_from_mapping",
+]
 
 CONTENT_FIELDS: tuple[str, ...] = (
     "event_id",
@@ -60,6 +86,12 @@ _OMITTED_DEFAULTS: dict[str, Any] = {"phase": "call", "stream_end": None}
 """Fields added after chains were first written: left out of the encoding while they hold
 their default, so rows written before they existed hash (and verify) unchanged. The
 encoding stays injective: a key is absent exactly when the field holds its default."""
+
+BODY_FIELDS: tuple[str, ...] = ("prompt", "output", "findings", "metadata", "error", "timings_ms")
+"""What a retention purge removes; covered by the body digest."""
+
+HEADER_FIELDS: tuple[str, ...] = tuple(f for f in CONTENT_FIELDS if f not in BODY_FIELDS)
+"""Everything else, hashed directly, so it stays verifiable after a purge."""
 
 _EXACT_INT_LIMIT = 2**53
 
@@ -137,3 +169,84 @@ def chain_hash(
     if hmac_key is None:
         return hashlib.sha256(data).hexdigest()
     return hmac.new(hmac_key, data, hashlib.sha256).hexdigest()
+
+
+def _digest(data: bytes, hmac_key: bytes | None) -> str:
+    if hmac_key is None:
+        return hashlib.sha256(data).hexdigest()
+    return hmac.new(hmac_key, data, hashlib.sha256).hexdigest()
+
+
+def _canonical(doc: dict[str, Any]) -> str:
+    encoded = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        encoded.encode()
+    except UnicodeEncodeError as exc:
+        raise AuditEventError(f"text is not encodable as UTF-8: {exc}") from exc
+    return encoded
+
+
+def header_json_from_mapping(fields: Mapping[str, Any]) -> str:
+    """The canonical JSON of an event's `HEADER_FIELDS` (same rules as the content JSON).
+
+    Raises:
+        AuditEventError: a value is not JSON data, the timestamp is naive, or text holds NUL.
+    """
+    doc = {
+        name: _normalise(fields[name], name)
+        for name in HEADER_FIELDS
+        if name != "created_at"
+        and not (name in _OMITTED_DEFAULTS and fields[name] == _OMITTED_DEFAULTS[name])
+    }
+    doc["created_at"] = _timestamp(fields["created_at"])
+    return _canonical(doc)
+
+
+def body_digest_from_mapping(fields: Mapping[str, Any], hmac_key: bytes | None) -> str:
+    """The hex digest of an event's body (`BODY_FIELDS`, salted with its event id).
+
+    Raises:
+        AuditEventError: a value is not JSON data, or text holds NUL or is not UTF-8.
+    """
+    doc = {name: _normalise(fields[name], name) for name in BODY_FIELDS}
+    doc["event_id"] = _normalise(fields["event_id"], "event_id")
+    return _digest(_canonical(doc).encode(), hmac_key)
+
+
+def chain_hash_v2(
+    header: str,
+    body_digest: str,
+    *,
+    chain_id: str,
+    seq: int,
+    prev_hash: str,
+    hmac_key: bytes | None,
+) -> str:
+    """The hex hash of one chained event in the header + body-digest encoding."""
+    chain = json.dumps(
+        {"chain_id": chain_id, "prev_hash": prev_hash, "seq": seq},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    data = f'{{"body":"{body_digest}","chain":{chain},"header":{header},"v":2}}'
+    return _digest(data.encode(), hmac_key)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    """An event's canonical header JSON and body digest, computed once (at submit)."""
+
+    header: str
+    body_digest: str
+
+
+def encode_event(event: AuditEvent, hmac_key: bytes | None) -> EncodedEvent:
+    """Encode ``event`` for `chain_hash_v2`.
+
+    Raises:
+        AuditEventError: the event cannot be encoded (see `header_json_from_mapping`).
+    """
+    fields = {name: getattr(event, name) for name in CONTENT_FIELDS}
+    return EncodedEvent(
+        header_json_from_mapping(fields), body_digest_from_mapping(fields, hmac_key)
+    )

@@ -45,12 +45,14 @@ from audit.store import AuditStore
 
 __all__ = [
     "Checkpoint",
+    "chain_leaves",
     "check_proof_document",
     "consistency_between",
     "create_checkpoints",
     "generate_signing_key",
     "inclusion_proof_for",
     "key_id",
+    "load_checkpoints",
     "load_public_key",
     "load_signing_key",
 ]

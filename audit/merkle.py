@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 
 __all__ = [
+    "EMPTY_ROOT",
     "MerkleAccumulator",
     "consistency_proof",
     "inclusion_proof",

@@ -42,6 +42,7 @@ from audit.schema import EVENTS
 from audit.store import StoredEvent, stored_event_from_row
 
 __all__ = [
+    "STAGES",
     "Counts",
     "EventFilter",
     "ListedCall",

@@ -177,6 +177,8 @@ class AuditEventRow(Base):
     # "call" | "open" | "close" (two-phase stream records; see audit.event.AuditEvent).
     phase: Mapped[str] = mapped_column(String(8), server_default="call")
     stream_end: Mapped[str | None] = mapped_column(String(16))
+    # Digest of the purgeable body (see audit.chain); NULL on rows written before 0004.
+    body_digest: Mapped[str | None] = mapped_column(String(64))
     # Set by a retention purge, which empties the body (prompt, output, findings, metadata,
     # error); the hash and chain links stay, so the chain and its Merkle tree still verify.
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -209,6 +211,9 @@ class AuditPurgeRow(Base):
     events_purged: Mapped[int] = mapped_column(Integer)
     # {chain_id: highest purged seq}
     chains: Mapped[Any] = mapped_column(JSONDocument)
+    # Chained purge records (keyed with the store's HMAC key); NULL before 0004.
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64))
 
 
 # Core handles for executemany and queries (``__table__`` is typed as a bare FromClause).

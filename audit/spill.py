@@ -48,6 +48,7 @@ def _decode_row(line: str) -> dict[str, Any]:
     # Spill files written before two-phase stream records: every row was a plain call.
     row.setdefault("phase", "call")
     row.setdefault("stream_end", None)
+    row.setdefault("body_digest", None)  # rows spilled before 0004 hash the original way
     return row
 
 

@@ -24,7 +24,11 @@ from audit.schema import EVENTS, POLICIES
 from audit.spill import replay_orphans
 from audit.writer import AuditWriter
 
-__all__ = ["AuditStore", "StoredEvent"]
+__all__ = [
+    "AuditStore",
+    "StoredEvent",
+    "stored_event_from_row",
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,17 +23,30 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from audit.chain import CONTENT_FIELDS, chain_hash, content_json_from_mapping
+from audit.chain import (
+    BODY_FIELDS,
+    CONTENT_FIELDS,
+    HEADER_FIELDS,
+    body_digest_from_mapping,
+    chain_hash,
+    chain_hash_v2,
+    content_json_from_mapping,
+    header_json_from_mapping,
+)
 from audit.checkpoint import Checkpoint, chain_leaves
 from audit.engine import create_audit_engine, safe_url
 from audit.exceptions import AuditEventError, AuditStoreError
 from audit.merkle import MerkleAccumulator
 from audit.published import PublishedCheckpoint, check_published, load_published
 from audit.query import require_schema
+from audit.retention import purge_record_hash
 from audit.schema import CHAINS, CHECKPOINTS, EVENTS, GENESIS_HASH, PURGES
 from audit.store import AuditStore
 
-__all__ = ["ChainProblem", "UnclosedStream", "VerifyReport", "verify_chain"]
+__all__ = ["PURGE_LOG", "ChainProblem", "UnclosedStream", "VerifyReport", "verify_chain"]
+
+PURGE_LOG = "audit_purges"
+"""The ``chain_id`` of a `ChainProblem` about the chain of purge records."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +103,7 @@ class _ChainContext:
     checkpoints: list[Any]
     purged_upto: int
     trusted: tuple[Ed25519PublicKey, ...]
+    authenticated_purged_upto: int = 0
 
 
 def _check_checkpoints(
@@ -123,6 +137,36 @@ def _check_checkpoints(
                 None,
                 f"{where}: Merkle root does not match the rows (chain rewritten)",
             )
+    return None
+
+
+def _check_v2(
+    row: Any, chain_id: str, hmac_key: bytes | None, context: _ChainContext, keyed_hint: str
+) -> str | None:
+    """Why a header + body-digest row does not verify, or None."""
+    fields = row._mapping
+    try:
+        header = header_json_from_mapping({name: fields[name] for name in HEADER_FIELDS})
+        if row.purged_at is None:
+            body = body_digest_from_mapping(
+                {name: fields[name] for name in (*BODY_FIELDS, "event_id")}, hmac_key
+            )
+            if body != row.body_digest:
+                return f"hash mismatch (row edited{keyed_hint})"  # the body digest
+        elif row.seq > context.authenticated_purged_upto:
+            return "row marked purged but no recorded purge covers it (with a valid hash)"
+    except AuditEventError as exc:
+        return f"hash mismatch (row edited): {exc}"
+    recomputed = chain_hash_v2(
+        header,
+        row.body_digest,
+        chain_id=chain_id,
+        seq=row.seq,
+        prev_hash=row.prev_hash,
+        hmac_key=hmac_key,
+    )
+    if recomputed != row.hash:
+        return f"hash mismatch (row edited{keyed_hint})"
     return None
 
 
@@ -173,6 +217,10 @@ def _walk(
                 found(row.seq, row.event_id, "unexpected row (inserted)")
         elif row.prev_hash != prev_hash:
             found(row.seq, row.event_id, "prev_hash does not link (rows reordered)")
+        elif row.body_digest is not None:
+            reason = _check_v2(row, chain_id, hmac_key, context, keyed_hint)
+            if reason is not None:
+                found(row.seq, row.event_id, reason)
         elif row.purged_at is not None:
             if row.seq > context.purged_upto:
                 found(row.seq, row.event_id, "row marked purged but no recorded purge covers it")
@@ -237,10 +285,51 @@ def _verify(
 
     for row in conn.execute(select(CHECKPOINTS).order_by(CHECKPOINTS.c.tree_size)):
         context(row.chain_id).checkpoints.append(row)
-    for chains in conn.execute(select(PURGES.c.chains)).scalars():
-        for chain_id, upto in dict(chains).items():
+    purge_problem: ChainProblem | None = None
+    prev_purge, authenticated_seen = GENESIS_HASH, False
+    for purge in conn.execute(select(PURGES).order_by(PURGES.c.id)):
+        authentic = False
+        if purge.hash is None:
+            if authenticated_seen and purge_problem is None:
+                purge_problem = ChainProblem(
+                    PURGE_LOG,
+                    purge.id,
+                    None,
+                    f"purge record {purge.id} is unauthenticated (no hash) but follows "
+                    "authenticated ones (inserted)",
+                )
+        elif purge_problem is None:
+            recomputed = purge_record_hash(
+                purged_at=purge.purged_at,
+                cutoff=purge.cutoff,
+                events_purged=purge.events_purged,
+                chains=dict(purge.chains),
+                prev_hash=purge.prev_hash or "",
+                hmac_key=hmac_key,
+            )
+            if purge.prev_hash != prev_purge:
+                purge_problem = ChainProblem(
+                    PURGE_LOG,
+                    purge.id,
+                    None,
+                    f"purge record {purge.id}: prev_hash does not link "
+                    "(a purge record deleted, inserted or reordered)",
+                )
+            elif recomputed != purge.hash:
+                purge_problem = ChainProblem(
+                    PURGE_LOG,
+                    purge.id,
+                    None,
+                    f"purge record {purge.id}: hash mismatch (forged or edited"
+                    + (" or wrong HMAC key)" if hmac_key is not None else ")"),
+                )
+            else:
+                authentic, authenticated_seen, prev_purge = True, True, purge.hash
+        for chain_id, upto in dict(purge.chains).items():
             ctx = context(chain_id)
             ctx.purged_upto = max(ctx.purged_upto, int(upto))
+            if authentic:
+                ctx.authenticated_purged_upto = max(ctx.authenticated_purged_upto, int(upto))
     events = conn.execution_options(yield_per=2000).execute(
         select(EVENTS).order_by(EVENTS.c.chain_id, EVENTS.c.seq)
     )
@@ -304,6 +393,8 @@ def _verify(
         if reason is not None and chain_id not in problems:
             top = max(n.tree_size for n in chain_notes)
             problems[chain_id] = ChainProblem(chain_id, top, None, reason)
+    if purge_problem is not None:
+        problems[PURGE_LOG] = purge_problem
     ordered = tuple(problems[c] for c in sorted(problems))
     known = seen | heads.keys() | {c for c, x in contexts.items() if x.checkpoints or x.purged_upto}
     known |= by_chain.keys()

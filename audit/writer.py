@@ -40,7 +40,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
-from audit.chain import chain_hash, content_json
+from audit.chain import EncodedEvent, chain_hash_v2, encode_event
 from audit.engine import IMMEDIATE, safe_url
 from audit.event import AuditEvent, new_event_id
 from audit.exceptions import (
@@ -63,7 +63,13 @@ event durably to the spill file (replayed later, exactly once)."""
 
 
 def event_row(
-    e: AuditEvent, *, chain_id: str, seq: int, prev_hash: str, hash_: str
+    e: AuditEvent,
+    *,
+    chain_id: str,
+    seq: int,
+    prev_hash: str,
+    hash_: str,
+    body_digest: str | None = None,
 ) -> dict[str, Any]:
     """The `audit_events` row for ``e`` at position ``seq`` of ``chain_id``."""
     return {
@@ -96,6 +102,7 @@ def event_row(
         "metadata": e.metadata,
         "phase": e.phase,
         "stream_end": e.stream_end,
+        "body_digest": body_digest,
     }
 
 
@@ -117,7 +124,7 @@ class Receipt:
 @dataclass(slots=True)
 class _Pending:
     event: AuditEvent
-    content: str
+    encoded: EncodedEvent
     future: Future[Receipt]
     fallback: Fallback
 
@@ -239,7 +246,9 @@ class AuditWriter:
             AuditStoreError: the queue stayed full for ``timeout`` seconds, or the writer
                 thread is gone.
         """
-        pending = _Pending(event, content_json(event), Future(), self._fallback(fallback))
+        pending = _Pending(
+            event, encode_event(event, self._hmac_key), Future(), self._fallback(fallback)
+        )
         with self._state:
             if self._closed:
                 raise AuditClosedError(f"audit writer for chain {self.chain_id} is closed")
@@ -636,15 +645,26 @@ class AuditWriter:
         receipts: list[Receipt] = []
         for pending in batch:
             seq += 1
-            digest = chain_hash(
-                pending.content,
+            encoded = pending.encoded
+            digest = chain_hash_v2(
+                encoded.header,
+                encoded.body_digest,
                 chain_id=self.chain_id,
                 seq=seq,
                 prev_hash=prev,
                 hmac_key=self._hmac_key,
             )
             e = pending.event
-            rows.append(event_row(e, chain_id=self.chain_id, seq=seq, prev_hash=prev, hash_=digest))
+            rows.append(
+                event_row(
+                    e,
+                    chain_id=self.chain_id,
+                    seq=seq,
+                    prev_hash=prev,
+                    hash_=digest,
+                    body_digest=encoded.body_digest,
+                )
+            )
             receipts.append(Receipt(e.event_id, self.chain_id, seq, digest))
             prev = digest
         return rows, receipts

@@ -822,9 +822,11 @@ def audit_purge(
         str, typer.Option("--older-than", help="Age like 180d: bodies of older events go.")
     ],
     audit: AuditOption = None,
+    hmac_key_env: HmacKeyEnvOption = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Remove old event bodies, keeping hashes and links so the log still verifies."""
+    """Remove old event bodies, keeping hashes and links so the log still verifies (give the
+    chains' HMAC key: the purge record is authenticated with it)."""
     try:
         age = parse_age(older_than)
     except AuditError as exc:
@@ -832,7 +834,10 @@ def audit_purge(
     if not yes and not typer.confirm(f"Remove the bodies of events older than {older_than}?"):
         raise typer.Exit(1)
     try:
-        result = purge_bodies(_url(audit), older_than=age)
+        key = os.environ.get(hmac_key_env, "").encode() or None if hmac_key_env else None
+        if hmac_key_env and key is None:
+            fail(f"--hmac-key-env {escape(hmac_key_env)}: that environment variable is not set")
+        result = purge_bodies(_url(audit), older_than=age, hmac_key=key)
     except AuditError as exc:
         _audit_failed(exc)
     out.print(
@@ -855,3 +860,39 @@ def audit_replay_spill(
     except AuditError as exc:
         _audit_failed(exc)
     out.print(f"replayed {count} spilled event(s)")
+
+
+__all__ = [
+    "FORMATS",
+    "Action",
+    "AllTime",
+    "Contains",
+    "Digest",
+    "FormatOption",
+    "HmacKeyEnvOption",
+    "Model",
+    "PublicKeyOption",
+    "Rule",
+    "Since",
+    "Stage",
+    "Tenant",
+    "Until",
+    "User",
+    "audit_check_proof",
+    "audit_checkpoint",
+    "audit_consistency",
+    "audit_export",
+    "audit_keygen",
+    "audit_prove",
+    "audit_purge",
+    "audit_query",
+    "audit_replay_spill",
+    "audit_show",
+    "audit_stats",
+    "audit_tail",
+    "audit_verify",
+    "db_current",
+    "db_downgrade",
+    "db_upgrade",
+    "event_dict",
+]

@@ -159,3 +159,30 @@ def pg_proxy(pg_url: str) -> Iterator[tuple[TcpProxy, str]]:
     finally:
         if proxy.running:
             proxy.stop()
+
+
+def _rehash(
+    fields: dict[str, Any], *, chain_id: str, seq: int, prev_hash: str, hmac_key: bytes | None
+) -> tuple[str, str]:
+    """What an attacker who knows the key (or there is none) recomputes for a forged row:
+    its (body_digest, hash) in the header + body-digest encoding."""
+    from audit.chain import (
+        BODY_FIELDS,
+        HEADER_FIELDS,
+        body_digest_from_mapping,
+        chain_hash_v2,
+        header_json_from_mapping,
+    )
+
+    body = body_digest_from_mapping({k: fields[k] for k in (*BODY_FIELDS, "event_id")}, hmac_key)
+    header = header_json_from_mapping({k: fields[k] for k in HEADER_FIELDS})
+    digest = chain_hash_v2(
+        header, body, chain_id=chain_id, seq=seq, prev_hash=prev_hash, hmac_key=hmac_key
+    )
+    return body, digest
+
+
+@pytest.fixture
+def rehash() -> Callable[..., tuple[str, str]]:
+    """The forger's helper: (body_digest, hash) of a row as an attacker recomputes them."""
+    return _rehash

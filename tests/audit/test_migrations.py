@@ -36,13 +36,13 @@ def _autogenerate_diff(url: str) -> list[object]:
 
 def _round_trip(url: str) -> None:
     upgrade(url)
-    assert current_revision(url) == "0003"
+    assert current_revision(url) == "0004"
     assert _tables(url) == TABLES
     downgrade(url, "base")
     assert current_revision(url) is None
     assert _tables(url) == set()
     upgrade(url, "head")
-    assert current_revision(url) == "0003"
+    assert current_revision(url) == "0004"
     assert _autogenerate_diff(url) == []
 
 
@@ -66,7 +66,7 @@ def test_auto_upgrade_creates_the_schema(tmp_path):
     """AuditStore(auto_upgrade=True) migrates a new file to head."""
     url = f"sqlite:///{tmp_path / 'auto.db'}"
     AuditStore(url, auto_upgrade=True).close()
-    assert current_revision(url) == "0003"
+    assert current_revision(url) == "0004"
 
 
 def test_unknown_revision_is_a_config_error(tmp_path):

@@ -22,7 +22,7 @@ from audit import (
     load_signing_key,
     verify_chain,
 )
-from audit.chain import CONTENT_FIELDS, chain_hash, content_json_from_mapping
+from audit.chain import CONTENT_FIELDS
 from audit.exceptions import AuditConfigError
 from audit.merkle import (
     consistency_proof,
@@ -117,7 +117,7 @@ def test_consistency_between_two_checkpoints(sqlite_url, make_event, policy_dige
 
 
 def test_rewritten_and_rehashed_chain_fails_its_checkpoint(
-    sqlite_url, make_event, policy_digest, signing_key
+    sqlite_url, make_event, policy_digest, signing_key, rehash
 ):
     """Recomputing every hash after an edit still breaks the signed Merkle root."""
     with AuditStore(sqlite_url) as store:
@@ -131,17 +131,13 @@ def test_rewritten_and_rehashed_chain_fails_its_checkpoint(
                 fields = {n: getattr(event, n) for n in CONTENT_FIELDS}
                 if event.seq == 2:
                     fields["prompt"] = "forged"
-                digest = chain_hash(
-                    content_json_from_mapping(fields),
-                    chain_id=event.chain_id,
-                    seq=event.seq,
-                    prev_hash=prev,
-                    hmac_key=None,
+                body, digest = rehash(
+                    fields, chain_id=event.chain_id, seq=event.seq, prev_hash=prev, hmac_key=None
                 )
                 conn.execute(
                     update(EVENTS)
                     .where(EVENTS.c.event_id == event.event_id)
-                    .values(prompt=fields["prompt"], prev_hash=prev, hash=digest)
+                    .values(prompt=fields["prompt"], prev_hash=prev, hash=digest, body_digest=body)
                 )
                 prev = digest
             conn.execute(update(CHAINS).values(head_hash=prev))

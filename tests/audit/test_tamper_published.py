@@ -13,7 +13,6 @@ from sqlalchemy import delete, select, update
 from typer.testing import CliRunner
 
 from audit import AuditStore, create_checkpoints, generate_signing_key, verify_chain
-from audit.chain import CONTENT_FIELDS, chain_hash, content_json_from_mapping
 from audit.checkpoint import Checkpoint
 from audit.exceptions import AuditConfigError
 from audit.published import load_published, note_for, publish_checkpoints
@@ -100,7 +99,7 @@ def test_truncation_with_head_rewritten_and_checkpoints_deleted_is_caught(
 
 
 def test_rewrite_behind_a_published_checkpoint_with_recomputed_hashes_is_caught(
-    tmp_path, store, make_event
+    tmp_path, store, make_event, rehash
 ):
     """An attacker edits row 2 and recomputes every later hash and the head (no HMAC key):
     the chain walks clean, the published root no longer matches."""
@@ -117,14 +116,13 @@ def test_rewrite_behind_a_published_checkpoint_with_recomputed_hashes_is_caught(
         rows[1]["action"] = "block"
         prev = GENESIS_HASH
         for row in rows:
-            content = content_json_from_mapping({k: row[k] for k in CONTENT_FIELDS})
-            digest = chain_hash(
-                content, chain_id=first, seq=row["seq"], prev_hash=prev, hmac_key=None
+            body, digest = rehash(
+                row, chain_id=first, seq=row["seq"], prev_hash=prev, hmac_key=None
             )
             conn.execute(
                 update(EVENTS)
                 .where(EVENTS.c.event_id == row["event_id"])
-                .values(action=row["action"], prev_hash=prev, hash=digest)
+                .values(action=row["action"], prev_hash=prev, hash=digest, body_digest=body)
             )
             prev = digest
         conn.execute(update(CHAINS).where(CHAINS.c.chain_id == first).values(head_hash=prev))

@@ -54,12 +54,12 @@ def _tamper(url: str, chain_id: str, seq: int) -> None:
 
 
 def test_db_upgrade_current_downgrade(runner, tmp_path):
-    """upgrade creates the schema at head (0003), current reports it, downgrade base empties it."""
+    """upgrade creates the schema at head (0004), current reports it, downgrade base empties it."""
     url = f"sqlite:///{tmp_path / 'a.db'}"
     result = runner.invoke(app, ["db", "upgrade", "--audit", url])
     assert result.exit_code == 0, result.output
-    assert "revision 0003" in result.output
-    assert runner.invoke(app, ["db", "current", "--audit", url]).output.strip() == "0003"
+    assert "revision 0004" in result.output
+    assert runner.invoke(app, ["db", "current", "--audit", url]).output.strip() == "0004"
     result = runner.invoke(app, ["db", "downgrade", "--audit", url, "--revision", "base"])
     assert result.exit_code == 0, result.output
     assert runner.invoke(app, ["db", "current", "--audit", url]).output.strip() == "none"
