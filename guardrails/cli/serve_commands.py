@@ -81,6 +81,18 @@ def serve(
     no_audit: Annotated[
         bool, typer.Option(help="Keep no audit log (benchmarks, development only).")
     ] = False,
+    header_timeout: Annotated[
+        float, typer.Option(min=0.001, help="Seconds a client has to send request headers.")
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option(min=0.001, help="Seconds a client has to send a request body (408).")
+    ] = 30.0,
+    max_connections: Annotated[
+        int, typer.Option(min=1, help="Open connections per worker; beyond: 503.")
+    ] = 1024,
+    keep_alive: Annotated[
+        float, typer.Option(min=0.001, help="Seconds an idle keep-alive connection stays open.")
+    ] = 5.0,
 ) -> None:
     """Run the OpenAI-compatible guard proxy in front of an upstream or a generator."""
     setup_cli_logging()
@@ -112,6 +124,10 @@ def serve(
             max_messages=max_messages,
             upstream_timeout_s=upstream_timeout,
             reload_interval_s=reload_interval,
+            header_timeout_s=header_timeout,
+            body_timeout_s=body_timeout,
+            max_connections=max_connections,
+            keep_alive_s=keep_alive,
         )
     except ProxyConfigError as exc:
         fail(str(exc))
@@ -120,6 +136,7 @@ def serve(
     from guardrails.cli.console_commands import bind_or_exit
     from guardrails.console.auth import console_secret
     from guardrails.proxy.metrics import multiprocess_dir_for_workers, remove_multiprocess_dir
+    from guardrails.proxy.server import uvicorn_options
 
     os.environ[CONFIG_ENV] = config.to_env()
     console_secret()  # one console session secret for every worker (inherited from here)
@@ -137,6 +154,7 @@ def serve(
             workers=workers,
             log_level=os.environ.get("GUARDRAILS_LOG_LEVEL", "warning").lower(),
             access_log=False,
+            **uvicorn_options(config),
         )
     finally:
         sock.close()
@@ -207,3 +225,13 @@ def keys_revoke(
     except KeysFileError as exc:
         fail(str(exc))
     out.print(f"revoked {record.key_id} (tenant {record.tenant})")
+
+
+__all__ = [
+    "KeysOption",
+    "keys_add",
+    "keys_app",
+    "keys_list",
+    "keys_revoke",
+    "serve",
+]

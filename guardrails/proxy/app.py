@@ -73,6 +73,8 @@ def _json_error(status: int, message: str, request_id: str, code: str | None) ->
     ]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
+    if status in (408, 413):  # the body was not read to its end: the connection is done
+        headers.append((b"connection", b"close"))
     return [
         {"type": "http.response.start", "status": status, "headers": headers},
         {"type": "http.response.body", "body": body},
@@ -138,7 +140,16 @@ class ProxyMiddleware:
                     return
                 scope.setdefault("state", {})["caller"] = caller
             scope.setdefault("state", {})["request_id"] = request_id
-            body_receive = await self._bounded_body(scope, receive)
+            try:
+                async with asyncio.timeout(self.state.config.body_timeout_s):
+                    body_receive = await self._bounded_body(scope, receive)
+            except TimeoutError:
+                waited = self.state.config.body_timeout_s
+                log.info("slow_client_closed", request_id=request_id, waited="body")
+                await reply(
+                    408, f"The request body did not arrive within {waited:g} s.", "body_timeout"
+                )
+                return
             if body_receive is None:
                 limit = self.state.config.max_body_bytes
                 await reply(

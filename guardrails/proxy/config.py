@@ -13,10 +13,12 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from guardrails.exceptions import GuardrailsError
+
 CONFIG_ENV = "GUARDRAILS_PROXY_CONFIG"
 
 
-class ProxyConfigError(ValueError):
+class ProxyConfigError(GuardrailsError, ValueError):
     """A proxy configuration that cannot serve: names the option and the bad value."""
 
 
@@ -30,7 +32,10 @@ class ProxyConfig:
     ``keys_file`` holds the client API keys; ``allow_anonymous`` must be set explicitly to
     serve without keys. ``models`` restricts the model names clients may ask for (empty:
     whatever the upstream accepts). ``open_paths`` answer without an API key (probes and the
-    API description); ``()`` makes every path need one.
+    API description); ``()`` makes every path need one. A client gets ``header_timeout_s``
+    to send a request's headers and ``body_timeout_s`` for its body before the connection
+    is closed (408 for the body); ``max_connections`` caps each worker's open connections
+    (503 beyond); idle keep-alive connections close after ``keep_alive_s``.
     """
 
     policy: str | None = None
@@ -49,6 +54,10 @@ class ProxyConfig:
     reload_interval_s: float = 2.0
     open_paths: tuple[str, ...] = ("/healthz", "/readyz", "/docs", "/openapi.json")
     audit_probe_timeout_s: float = 2.0
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keep_alive_s: float = 5.0
+    max_connections: int = 1024
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -58,7 +67,7 @@ class ProxyConfig:
             problems.append(f"upstream must be an http(s) URL, got {self.upstream!r}")
         if self.keys_file is None and not self.allow_anonymous:
             problems.append("keys_file is required (or allow_anonymous=True, for development)")
-        for name in ("max_body_bytes", "max_messages", "upstream_pool_size"):
+        for name in ("max_body_bytes", "max_messages", "upstream_pool_size", "max_connections"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)!r}")
         for name in (
@@ -66,6 +75,9 @@ class ProxyConfig:
             "upstream_connect_timeout_s",
             "reload_interval_s",
             "audit_probe_timeout_s",
+            "header_timeout_s",
+            "body_timeout_s",
+            "keep_alive_s",
         ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)!r}")
@@ -87,3 +99,10 @@ class ProxyConfig:
             if name in data:
                 data[name] = tuple(data[name])
         return cls(**data)
+
+
+__all__ = [
+    "CONFIG_ENV",
+    "ProxyConfig",
+    "ProxyConfigError",
+]

@@ -16,6 +16,7 @@ import uvicorn
 
 from guardrails.proxy import ProxyConfig, create_app
 from guardrails.proxy.keys import add_key
+from guardrails.proxy.server import uvicorn_options
 from guardrails.proxy.testing import FakeUpstream
 
 POLICY = """\
@@ -96,7 +97,14 @@ def start_proxy(config: ProxyConfig, policy_path: Path) -> ProxyServer:
     """Run ``create_app(config)`` under uvicorn on a free loopback port, in a thread."""
     app = create_app(config)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="on",
+            **uvicorn_options(config, in_process=True),
+        )
     )
     thread = threading.Thread(target=server.run, name="proxy-under-test", daemon=True)
     thread.start()
