@@ -84,7 +84,7 @@ class Metrics:
     def __init__(self) -> None:
         # ``*_created`` series are per process (multiprocess mode drops them): never emit
         # them, so one worker and N workers expose the same series.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         self._counters: dict[str, Counter] = {
             name: Counter(name, doc, labels, registry=self.registry)
@@ -116,6 +116,6 @@ class Metrics:
         folder = os.environ.get(MULTIPROC_ENV)
         if folder:
             registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=folder)
+            MultiProcessCollector(registry, path=folder)  # type: ignore[no-untyped-call]
             return generate_latest(registry).decode("utf-8")
         return generate_latest(self.registry).decode("utf-8")
