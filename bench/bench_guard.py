@@ -1,128 +1,175 @@
-"""Guard overhead: check() latency on 1 KB texts, scanning throughput, wrapped-call cost.
+"""Guard overhead against the real floor: the shipped patterns run bare in `regex`.
 
-Run: ``.venv/bin/python bench/bench_guard.py`` (add ``--quick`` for a smoke run).
+Run: ``nice -n 10 .venv/bin/python bench/bench_guard.py`` (add ``--quick`` for a smoke run).
 
-Every figure is printed beside a baseline measured in the same run, so the ratios hold even
-on a shared, noisy machine:
-- check() with the default policy vs. the same rules without anchors (what anchoring buys)
-  and vs. the same rules on un-normalized text (what evasion-proofing costs);
-- rule scanning of 1 MB of mixed text, the same three ways;
-- a guarded call (input + output check, no audit; and with a durable SQLite audit log) vs.
-  calling the generator bare.
+Every figure is printed beside its floor, measured in the same run with the variants
+interleaved round by round, so load changes hit them alike and the ratios hold on a shared
+machine:
+- rules-only ``check()`` latency on short prompts (200 characters) and on 1 KB prompts: the
+  guard (normalization, every rule, validators, literal/window shortcuts) vs. the same rules
+  with the shortcuts off (a full scan per rule) vs. the bare floor (each shipped pattern
+  compiled with `regex` and run with ``finditer`` over the raw text: no normalization, no
+  validators, no findings);
+- scanning throughput on 100 KB of mixed text, input and output stages, the same three ways;
+- a guarded call (input + output check, no audit) vs. calling the generator bare.
+
+"Rules-only" is the shipped ``default`` policy with any classifier rule dropped.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
-import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import regex
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import mixed_text, texts
 from machine import describe
-from variants import policy_variant
 
 from guardrails import Guard, Stage
-from guardrails.policy import default_policy_path, load_policy
+from guardrails.policy import Policy, load_policy
+from guardrails.rules import RuleEngine, keyword_pattern
 
 
-def _latencies(guard: Guard, samples: list[str], rounds: int) -> list[float]:
+def rules_only(policy: Policy) -> Policy:
+    """``policy`` without its classifier rules."""
+    rules = tuple(rule for rule in policy.rules if rule.classifier is None)
+    model = policy.model.model_copy(update={"rules": rules})
+    return dataclasses.replace(policy, model=model, path=policy.path + "-rules-only")
+
+
+def full_scan_engine(policy: Policy) -> RuleEngine:
+    """The same rules with every shortcut off (older engines: anchors dropped)."""
+    try:
+        return RuleEngine(policy, skip=False)  # type: ignore[call-arg,unused-ignore]
+    except TypeError:
+        from variants import policy_variant
+
+        return RuleEngine(policy_variant(policy, anchors=False))
+
+
+class BareRegex:
+    """The floor: the policy's patterns of one stage, compiled with `regex`, run bare."""
+
+    def __init__(self, policy: Policy, stage: Stage) -> None:
+        self.patterns = [
+            regex.compile(
+                rule.pattern if rule.pattern is not None else keyword_pattern(rule.keywords or ())
+            )
+            for rule in policy.rules
+            if rule.enabled and rule.classifier is None and stage in rule.applies_to
+        ]
+
+    def scan(self, text: str) -> int:
+        count = 0
+        for pattern in self.patterns:
+            for _ in pattern.finditer(text, timeout=1.0):
+                count += 1
+        return count
+
+
+def _median_ms(fn: Callable[[str], object], samples: list[str]) -> list[float]:
     out: list[float] = []
-    for _ in range(rounds):
-        for text in samples:
-            start = time.perf_counter()
-            guard.check(text, Stage.INPUT)
-            out.append((time.perf_counter() - start) * 1000)
-    return sorted(out)
+    for text in samples:
+        start = time.perf_counter()
+        fn(text)
+        out.append((time.perf_counter() - start) * 1000)
+    return out
 
 
 def _pct(values: list[float], q: float) -> float:
-    return values[min(len(values) - 1, int(len(values) * q))]
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     args = parser.parse_args()
-    count, rounds, big_size = (100, 2, 200_000) if args.quick else (500, 6, 1_000_000)
+    count, rounds, big_size, big_rounds = (
+        (100, 3, 100_000, 3) if args.quick else (400, 8, 100_000, 7)
+    )
 
-    print(describe("regex", "pydantic", "sqlalchemy", "guardrail-layer"))
-    guards = {
-        "default policy": Guard(load_policy()),
-        "without anchors": Guard(policy_variant(load_policy(), anchors=False)),
-        "without normalization": Guard(policy_variant(load_policy(), normalization=False)),
+    print(describe("regex", "pydantic", "guardrail-layer", "confusable-homoglyphs"))
+    policy = rules_only(load_policy())
+    guard = Guard(policy)
+    full = full_scan_engine(policy)
+    bare_in = BareRegex(policy, Stage.INPUT)
+    bare_out = BareRegex(policy, Stage.OUTPUT)
+    print(
+        f"policy: default, rules only ({len(policy.rules)} rules; "
+        f"{len(bare_in.patterns)} on input, {len(bare_out.patterns)} on output)"
+    )
+
+    variants: dict[str, Callable[[str], object]] = {
+        "guard.check (rules only)": lambda t: guard.check(t, Stage.INPUT),
+        "engine, shortcuts off": lambda t: full.scan(t, Stage.INPUT),
+        "bare regex (floor)": bare_in.scan,
     }
-    samples = texts(count, 1024)
-    for guard in guards.values():  # warm caches (the NFKC table, compiled patterns)
-        _latencies(guard, samples[:20], 1)
-
-    print(f"\ncheck() on {count} mixed 1 KB texts x {rounds} rounds (interleaved):")
-    results: dict[str, list[float]] = {name: [] for name in guards}
-    for _ in range(rounds):  # interleave variants so load changes hit them alike
-        for name, guard in guards.items():
-            results[name].extend(_latencies(guard, samples, 1))
-    base = statistics.median(sorted(results["default policy"]))
-    for name, values in results.items():
-        values.sort()
-        median = statistics.median(values)
-        print(
-            f"  {name:24s} median {median:6.3f} ms   p99 {_pct(values, 0.99):6.3f} ms"
-            f"   ratio to default {median / base:5.2f}x"
-        )
-    print("  goal: median <= 0.5 ms, p99 <= 2 ms")
+    for size in (200, 1024):
+        samples = texts(count, size, seed=size)
+        for fn in variants.values():  # warm caches (tables, compiled patterns)
+            _median_ms(fn, samples[:20])
+        results: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(rounds):  # interleaved
+            for name, fn in variants.items():
+                results[name].extend(_median_ms(fn, samples))
+        floor = statistics.median(results["bare regex (floor)"])
+        print(f"\ninput check, {count} mixed {size}-character prompts x {rounds} rounds:")
+        for name, values in results.items():
+            median = statistics.median(values)
+            print(
+                f"  {name:26s} median {median:7.3f} ms   p99 {_pct(values, 0.99):7.3f} ms"
+                f"   {median / floor:5.2f}x the floor"
+            )
+    print("  goal: rules-only check median <= 0.5 ms on short prompts")
 
     big = mixed_text(big_size, seed=7)
     megabytes = len(big.encode("utf-8")) / 1e6
-    print(f"\nrule scanning of {megabytes:.2f} MB of mixed text (input stage, best of 3):")
-    rates: dict[str, float] = {}
-    for name, guard in guards.items():
-        best = min(_timed(lambda g=guard: g.engine.scan(big, Stage.INPUT)) for _ in range(3))
-        rates[name] = megabytes / best
-    for name, rate in rates.items():
-        print(
-            f"  {name:24s} {rate:7.2f} MB/s"
-            f"   ratio to default {rate / rates['default policy']:5.2f}x"
-        )
+    print(f"\nscanning {megabytes:.2f} MB of mixed text, best of {big_rounds} (interleaved):")
+    for stage, bare in ((Stage.INPUT, bare_in), (Stage.OUTPUT, bare_out)):
+        scans: dict[str, Callable[[], object]] = {
+            "guard engine": lambda s=stage: guard.engine.scan(big, s),
+            "engine, shortcuts off": lambda s=stage: full.scan(big, s),
+            "bare regex (floor)": lambda b=bare: b.scan(big),
+        }
+        best = {name: float("inf") for name in scans}
+        for _ in range(big_rounds):
+            for name, fn in scans.items():
+                best[name] = min(best[name], _timed(fn))
+        floor_rate = megabytes / best["bare regex (floor)"]
+        print(f"  {stage.value}:")
+        for name, seconds in best.items():
+            rate = megabytes / seconds
+            print(f"    {name:24s} {rate:7.2f} MB/s   {rate / floor_rate:5.2f}x the floor")
     print("  goal: >= 20 MB/s")
 
     def bare(prompt: str) -> str:
         return "Sure. Contact support@example.com for more."
 
-    guard = guards["default policy"]
     wrapped = guard.wrap(bare)
-    prompts = samples[:200]
-    bare_ms = (
-        min(_timed(lambda: [bare(p) for p in prompts]) for _ in range(3)) * 1000 / len(prompts)
-    )
-    wrapped_ms = min(
-        _timed(lambda: [wrapped(p) for p in prompts if "ignore" not in p.lower()]) for _ in range(3)
-    )
-    wrapped_ms = wrapped_ms * 1000 / len([p for p in prompts if "ignore" not in p.lower()])
-    with tempfile.TemporaryDirectory() as tmp:
-        audited_guard = Guard.from_policy(default_policy_path(), audit=f"sqlite:///{tmp}/bench.db")
-        audited = audited_guard.wrap(bare)
-        clean = [p for p in prompts if "ignore" not in p.lower()]
-        audited_ms = (
-            min(_timed(lambda: [audited(p) for p in clean]) for _ in range(2)) * 1000 / len(clean)
-        )
-        audited_guard.close()
-    print("\nper call, 1 KB prompt, single caller:")
-    print(f"  bare generator          {bare_ms:8.4f} ms")
-    print(f"  guarded, no audit       {wrapped_ms:8.4f} ms   (+{wrapped_ms - bare_ms:.3f} ms)")
+    prompts = [p for p in texts(200, 1024, seed=3) if not guard.check(p).blocked]
+    bare_ms = min(_timed(lambda: [bare(p) for p in prompts]) for _ in range(3)) * 1000
+    wrapped_ms = min(_timed(lambda: [wrapped(p) for p in prompts]) for _ in range(3)) * 1000
+    n = len(prompts)
+    print(f"\nper call, 1 KB prompt, single caller, no audit ({n} prompts):")
+    print(f"  bare generator          {bare_ms / n:8.4f} ms")
     print(
-        f"  guarded, durable SQLite {audited_ms:8.4f} ms"
-        f"   (+{audited_ms - bare_ms:.3f} ms; one fsync per call)"
+        f"  guarded                 {wrapped_ms / n:8.4f} ms   (+{(wrapped_ms - bare_ms) / n:.3f})"
     )
-    print("  concurrent durable writes (group commit): see bench/bench_audit.py")
-
-
-def _timed(fn: object) -> float:
-    start = time.perf_counter()
-    fn()  # type: ignore[operator]
-    return time.perf_counter() - start
+    print("  durable audit writes: see bench/bench_audit.py")
 
 
 if __name__ == "__main__":

@@ -297,17 +297,8 @@ def _confusables_table() -> dict[str, str]:
     return table
 
 
-@functools.cache
-def _confusable_re() -> re.Pattern[str]:
-    # Confusables, and the Latin letters with diacritics (Latin-1 Supplement, Extended-A/B and
-    # Additional) whose accents are stripped; anything else (CJK...) is never looked at.
-    codes = sorted(
-        {ord(c) for c in _confusables_table()}
-        | set(range(0xC0, 0x250))
-        | set(range(0x1E00, 0x1F00))
-        | {ord(c) for c in "ёїЁЇй"}
-    )
-    return re.compile("[" + _char_class(codes) + "]")
+# Only non-ASCII text outside the CJK blocks is looked at, character by character.
+_FOLDABLE_RUN = re.compile(r"[^\x00-\x7f\u2e80-\u9fff\uac00-\ud7af]+")
 
 
 def _confusables(text: str) -> list[Edit]:
@@ -316,19 +307,21 @@ def _confusables(text: str) -> list[Edit]:
         return []
     table = _confusables_table()
     edits: list[Edit] = []
-    for match in _confusable_re().finditer(text):
-        char = match.group()
-        folded = table.get(char)
-        if folded is None:
-            # A letter with diacritics: keep its base letter, itself folded if need be.
-            decomposed = unicodedata.normalize("NFD", char)
-            base = decomposed[0]
-            if len(decomposed) > 1:
-                base = table.get(base, base)
-                if base.isascii() and base.isalpha():
+    for run in _FOLDABLE_RUN.finditer(text):
+        base_index = run.start()
+        for offset, char in enumerate(run.group()):
+            folded = table.get(char)
+            if folded is None and (
+                "\u00c0" <= char <= "\u024f" or "\u1e00" <= char <= "\u1eff" or char in "ёїЁЇй"
+            ):
+                # A letter with diacritics: keep its base letter, itself folded if need be.
+                decomposed = unicodedata.normalize("NFD", char)
+                base = table.get(decomposed[0], decomposed[0])
+                if len(decomposed) > 1 and base.isascii() and base.isalpha():
                     folded = base
-        if folded is not None:
-            edits.append((match.start(), match.end(), folded))
+            if folded is not None:
+                index = base_index + offset
+                edits.append((index, index + 1, folded))
     return edits
 
 
@@ -457,7 +450,7 @@ def prepare(steps: Sequence[Step] = ALL_STEPS) -> None:
     if Step.NFKC in wanted:
         _nfkc_changing()
     if Step.CONFUSABLES in wanted:
-        _confusable_re()
+        _confusables_table()
 
 
 def canonical_steps(steps: Sequence[Step]) -> tuple[Step, ...]:

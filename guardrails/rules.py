@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -328,25 +329,33 @@ def pattern_shape(source: str) -> PatternShape:
 
 
 @functools.cache
-def _fold_table() -> dict[int, str]:
-    """Case folding that keeps lengths: what a case-insensitive literal can match, as one
-    character (K KELVIN SIGN and LONG S fold like ``k`` and ``s``)."""
+def _fold_table() -> tuple[dict[int, str], re.Pattern[str] | None]:
+    """Where case-insensitive matching and ``str.lower`` disagree (LONG S folds like ``s``,
+    final sigma like sigma): a translation of lowered text, and a pattern finding such
+    characters in it."""
     table: dict[int, str] = {}
-    for code in range(0x20000):
+    for code in range(0x80, 0x20000):
         char = chr(code)
+        lowered = char.lower()
         folded = char.casefold()
-        if len(folded) != 1:
-            folded = char.lower() if len(char.lower()) == 1 else char
-        if folded != char:
-            table[code] = folded
-    return table
+        if len(lowered) == 1 and len(folded) == 1 and folded != lowered:
+            table[ord(lowered)] = folded
+    odd = "".join(re.escape(chr(c)) for c in sorted(table))
+    return table, (re.compile(f"[{odd}]") if odd else None)
 
 
 def _fold(text: str) -> str:
     """``text`` case-folded character by character (same length, same offsets)."""
+    low = text.lower()
     if text.isascii():
-        return text.lower()
-    return text.translate(_fold_table())
+        return low
+    if len(low) != len(text):
+        # A character that lower() lengthens (U+0130) stays as it is, so offsets hold.
+        low = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    table, odd = _fold_table()
+    if odd is not None and odd.search(low):
+        low = low.translate(table)
+    return low
 
 
 def _stability_source(source: str) -> str:
@@ -446,13 +455,16 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-def _find_all(text: str, literals: tuple[str, ...]) -> list[int]:
-    """Sorted start offsets of every occurrence of every literal in ``text``."""
+def _find_all(text: str, literals: tuple[str, ...], limit: int) -> list[int] | None:
+    """Sorted start offsets of every occurrence of every literal in ``text``; None when
+    there are more than ``limit`` (then a plain scan is cheaper)."""
     found: list[int] = []
     for literal in literals:
         index = text.find(literal)
         while index != -1:
             found.append(index)
+            if len(found) > limit:
+                return None
             index = text.find(literal, index + 1)
     return sorted(set(found))
 
@@ -665,10 +677,17 @@ class RuleEngine:
             yield from pattern.finditer(text, view_start, end, timeout=self._left(hard_end))
             return
         last_end = view_start
-        if literals is not None:
+        size = max(1, end - view_start)
+        # Each candidate costs a call; past a few per KB, one plain scan is cheaper.
+        limit = 8 + size // 256
+        positions = _find_all(low_text, literals, limit) if literals is not None else None
+        if literals is not None and positions is None and not windowed:
+            yield from pattern.finditer(text, view_start, end, timeout=self._left(hard_end))
+            return
+        if positions is not None:
             # Every match starts with one of the literals: try exactly those positions, in
             # order, skipping those inside the previous match (as a full scan would).
-            for position in _find_all(low_text, literals):
+            for position in positions:
                 if position < last_end:
                     continue
                 match = pattern.match(text, position, end, timeout=self._left(hard_end))
@@ -680,30 +699,31 @@ class RuleEngine:
         assert required is not None
         assert longest is not None
         assert reach is not None
+        found = _find_all(low_text, required, min(limit, size // (4 * (longest + reach)) + 1))
+        if found is None:
+            # The literal is common here: windows would cost more than one plain scan.
+            yield from pattern.finditer(text, view_start, end, timeout=self._left(hard_end))
+            return
         # A match containing a literal at `a` starts in [a + len - longest, a]; a matcher
-        # started at s reads no further than s + reach.
-        starts: list[tuple[int, int]] = []
-        for literal in required:
-            index = low_text.find(literal)
-            while index != -1:
-                starts.append((max(view_start, index + len(literal) - longest), index + 1))
-                index = low_text.find(literal, index + 1)
-        starts.sort()
+        # started at s reads no further than s + reach. (For several literals, the window
+        # uses the shortest: a longer one at `a` only narrows where the match can start.)
+        shortest = min(map(len, required))
+        starts = [(max(view_start, a + shortest - longest), a + 1) for a in found]
         merged: list[list[int]] = []
-        for low, high in starts:
-            if high <= low:
+        for w_low, w_high in starts:
+            if w_high <= w_low:
                 continue
-            if merged and low <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], high)
+            if merged and w_low <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], w_high)
             else:
-                merged.append([low, high])
-        for low, high in merged:
-            begin = max(low, last_end)
-            if begin >= high:
+                merged.append([w_low, w_high])
+        for w_low, w_high in merged:
+            begin = max(w_low, last_end)
+            if begin >= w_high:
                 continue
-            stop = min(end, high - 1 + reach)
+            stop = min(end, w_high - 1 + reach)
             for match in pattern.finditer(text, begin, stop, timeout=self._left(hard_end)):
-                if match.start() >= high:
+                if match.start() >= w_high:
                     break
                 last_end = match.end()
                 yield match
