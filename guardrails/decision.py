@@ -180,3 +180,16 @@ def apply_redactions(text: str, findings: tuple[Finding, ...] | list[Finding]) -
         pos = end
     out.append(text[pos:])
     return "".join(out)
+
+
+__all__ = [
+    "Action",
+    "Finding",
+    "PolicyRef",
+    "Severity",
+    "Span",
+    "Stage",
+    "Verdict",
+    "apply_redactions",
+    "merge_action",
+]

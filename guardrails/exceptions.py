@@ -1,16 +1,41 @@
 """Every error the guardrails library raises, in one tree.
 
 ```
-GuardrailsError
-├── PolicyError            a policy file does not load; lists every problem with file:line
-├── GuardInputError        (also TypeError) a prompt or output that is not text / not UTF-8
-├── Blocked                a guarded call was stopped; carries the verdict and request id
-│   └── AuditUnavailable   stopped because the audit store could not record the call
-└── GeneratorError         the wrapped generator failed; the failure is audited first
+GuardrailsError                    (this module unless another is named)
+├── PolicyError                    a policy file does not load; lists every problem at file:line
+├── GuardInputError                (also TypeError) a prompt or output that is not text / not UTF-8
+├── Blocked                        a guarded call was stopped; carries the verdict and request id
+│   └── AuditUnavailable           stopped because the audit store could not record the call
+├── GeneratorError                 the wrapped generator failed; the failure is audited first
+├── GeneratorSpecError             (also ValueError; guardrails.generators.loading) a --generator
+│                                  spec that names nothing callable
+├── MoEError                       (also ValueError; guardrails.generators.moe.errors) the MoE
+│   │                              generator refused or failed
+│   ├── CheckpointError            a checkpoint file or tensor is missing, unknown or misshapen
+│   └── GenerationError            a prompt or sampling option the generator cannot honour
+├── ClassifierError                (also RuntimeError; guardrails.classifier.errors) the
+│                                  classifier could not load or score
+├── PrivacyError                   (also ValueError; guardrails.privacy.errors) private training
+│   │                              refused its input or could not meet the privacy target
+│   └── TrainingDivergedError      training produced an unusable model; nothing was written
+├── KeysFileError                  (also ValueError; guardrails.proxy.keys) the proxy's keys file
+│                                  cannot be read or is malformed
+├── ProxyConfigError               (also ValueError; guardrails.proxy.config) a proxy setting
+│                                  that cannot serve
+├── ProxyHTTPError                 (guardrails.proxy.errors) the proxy answers a request with an
+│                                  OpenAI-style error body and this status
+└── UpstreamError                  (guardrails.proxy.upstream) the upstream failed; carries the
+                                   status the proxy answers with
 ```
 
-The audit package has its own tree (`audit.exceptions`); the guard turns its store errors
-into `AuditUnavailable` when the policy says ``on_error: block``.
+Not an error: `guardrails.pipeline.ClientClosed` is a `BaseException`, like the cancellation
+it stands for, thrown into a call's steps when the caller went away, so that no ``except
+Exception`` mistakes it for a failure.
+
+The audit package has its own tree (`audit.exceptions`, rooted at `audit.AuditError`), since
+it never imports guardrails; the guard turns its store errors into `AuditUnavailable` when the
+policy says ``on_error: block``. A test (``tests/test_api_surface.py``) holds every exception
+class of the package to this drawing.
 """
 
 from __future__ import annotations
@@ -79,3 +104,14 @@ class AuditUnavailable(Blocked):
 
 class GeneratorError(GuardrailsError):
     """The wrapped generator raised; the original exception is the ``__cause__``."""
+
+
+__all__ = [
+    "AuditUnavailable",
+    "Blocked",
+    "GeneratorError",
+    "GuardInputError",
+    "GuardrailsError",
+    "PolicyError",
+    "PolicyProblem",
+]

@@ -64,3 +64,9 @@ def get_logger(name: str = "guardrails") -> structlog.typing.FilteringBoundLogge
     # it follows later `configure_logging` calls and test captures.
     logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(component=name)
     return logger
+
+
+__all__ = [
+    "configure_logging",
+    "get_logger",
+]

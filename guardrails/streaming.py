@@ -232,3 +232,11 @@ class StreamChecker:
             return finding
         base = self._raw_released
         return replace(finding, span=Span(finding.span.start + base, finding.span.end + base))
+
+
+__all__ = [
+    "ScanFn",
+    "StreamChecker",
+    "StreamStep",
+    "WindowScanFn",
+]

@@ -98,3 +98,13 @@ def get_validator(name: str) -> Callable[[str], bool]:
     except KeyError:
         known = ", ".join(sorted(VALIDATORS))
         raise KeyError(f"unknown validator {name!r} (known: {known})") from None
+
+
+__all__ = [
+    "VALIDATORS",
+    "cn_resident_id",
+    "get_validator",
+    "iban",
+    "luhn",
+    "us_ssn",
+]

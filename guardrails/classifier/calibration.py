@@ -111,3 +111,15 @@ def macro(metrics: Sequence[CategoryMetrics]) -> dict[str, float]:
         "f1": float(np.mean([m.f1 for m in with_pos])),
         "auprc": float(np.mean([m.auprc for m in with_pos])),
     }
+
+
+__all__ = [
+    "CategoryMetrics",
+    "FloatArray",
+    "Threshold",
+    "average_precision",
+    "calibrate",
+    "category_metrics",
+    "macro",
+    "pr_curve",
+]

@@ -254,3 +254,11 @@ def render_model_card(config: Mapping[str, Any], *, title: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+__all__ = [
+    "SOURCES",
+    "WEAKNESSES",
+    "render_data_card",
+    "render_model_card",
+]

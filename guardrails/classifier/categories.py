@@ -56,3 +56,10 @@ TAXONOMY_NOTE: Final[str] = (
     "to MLCommons S7 only. MLCommons S5 Defamation, S6 Specialized Advice and S13 Elections "
     "have no category here."
 )
+
+
+__all__ = [
+    "CATEGORIES",
+    "TAXONOMY",
+    "TAXONOMY_NOTE",
+]

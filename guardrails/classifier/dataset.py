@@ -99,3 +99,11 @@ def label_matrix(
             if label in index:
                 y[row, index[label]] = 1.0
     return y
+
+
+__all__ = [
+    "Example",
+    "label_matrix",
+    "read_jsonl",
+    "write_jsonl",
+]

@@ -13,3 +13,8 @@ from guardrails.exceptions import GuardrailsError
 
 class ClassifierError(GuardrailsError, RuntimeError):
     """The classifier could not load or could not score what it was given."""
+
+
+__all__ = [
+    "ClassifierError",
+]

@@ -110,3 +110,13 @@ def windows(text: str, *, size: int, stride: int) -> list[str]:
     starts = list(range(0, len(text) - size, stride))
     starts.append(len(text) - size)
     return [text[s : s + size] for s in starts]
+
+
+__all__ = [
+    "NGRAM_SIZES",
+    "batch_ngram_ids",
+    "ngram_ids",
+    "normalize",
+    "signal_chars",
+    "windows",
+]

@@ -73,3 +73,8 @@ class MicroBatcher(Generic[R]):
                 if not future.done():
                     future.set_result(results[start : start + len(items)])
                 start += len(items)
+
+
+__all__ = [
+    "MicroBatcher",
+]

@@ -123,3 +123,11 @@ class MiniLMEncoder:
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         return F.normalize(pooled, p=2, dim=1)
+
+
+__all__ = [
+    "ByteNgramNet",
+    "MiniLMEncoder",
+    "MiniLMHead",
+    "minilm_dir",
+]

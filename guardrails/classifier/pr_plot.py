@@ -96,3 +96,10 @@ def write_plot(path: Path, curves: Mapping[str, Curve], *, title: str) -> None:
     ax.legend(loc="lower left")
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+__all__ = [
+    "Curve",
+    "render_svg",
+    "write_plot",
+]

@@ -562,3 +562,29 @@ def update_config(directory: Path, **changes: Any) -> None:
     config = read_config(directory)
     config.update(changes)
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+__all__ = [
+    "BUILDERS",
+    "CONFIG_FILE",
+    "SHIPPED",
+    "WEIGHTS_FILE",
+    "WEIGHTS_ROOT",
+    "Backend",
+    "FastBackend",
+    "MiniLMBackend",
+    "NumpyFastBackend",
+    "SafetyClassifier",
+    "Scores",
+    "available_cpus",
+    "cache_key",
+    "configure_threads",
+    "configure_threads_if_loaded",
+    "file_sha256",
+    "load",
+    "quantize_int8",
+    "read_config",
+    "resolve",
+    "update_config",
+    "write_model_dir",
+]

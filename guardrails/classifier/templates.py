@@ -886,3 +886,16 @@ def generate_framed(per_core: int, seed: int) -> list[TemplateText]:
                 text = variants(frame.format(core=core), rng)
                 out.append(TemplateText(text, labels, family, f"{family}:{i}"))
     return out
+
+
+__all__ = [
+    "CORES",
+    "FAMILIES",
+    "FRAMES",
+    "SLOTS",
+    "TemplateText",
+    "fill",
+    "generate",
+    "generate_framed",
+    "variants",
+]

@@ -351,3 +351,17 @@ def _as_dicts(metrics: Sequence[CategoryMetrics]) -> dict[str, dict[str, float]]
         }
         for m in metrics
     }
+
+
+__all__ = [
+    "PRECISION_TARGET",
+    "FastConfig",
+    "MiniLMConfig",
+    "Progress",
+    "TrainResult",
+    "evaluate",
+    "score_matrix",
+    "train_fast",
+    "train_minilm",
+    "training_windows",
+]

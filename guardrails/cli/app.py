@@ -28,3 +28,13 @@ app.add_typer(train_app, name="train")
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+__all__ = [
+    "app",
+    "audit_app",
+    "db_app",
+    "main",
+    "policy_app",
+    "train_app",
+]

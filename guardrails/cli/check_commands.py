@@ -258,3 +258,12 @@ def demo(
     )
     out.print(f"query it: guardrails audit verify --audit {url}")
     raise typer.Exit(0 if report.ok else 1)
+
+
+__all__ = [
+    "check",
+    "demo",
+    "print_verdict",
+    "run",
+    "verdict_json",
+]

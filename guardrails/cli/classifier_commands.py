@@ -355,3 +355,9 @@ def _print_goals(g: Any) -> None:
     table.add_row("non-English benign blocked", "<= 3%", _pct(g.non_english_benign_block_rate))
     table.add_row(f"ordinary chat blocked ({g.chat_examples})", "<= 0.5%", _pct(g.chat_block_rate))
     _console.print(table)
+
+
+__all__ = [
+    "eval_classifier",
+    "train_classifier",
+]

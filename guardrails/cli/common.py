@@ -54,3 +54,16 @@ def read_text_argument(text: str) -> str:
 def setup_cli_logging() -> None:
     """Console logs for people at a terminal, JSON otherwise (see `configure_logging`)."""
     configure_logging()
+
+
+__all__ = [
+    "AuditOption",
+    "JsonOption",
+    "PolicyOption",
+    "err",
+    "fail",
+    "load_policy_or_exit",
+    "out",
+    "read_text_argument",
+    "setup_cli_logging",
+]

@@ -173,3 +173,8 @@ def train_generator(
         f"active), {report.steps} steps in {report.seconds / 60:.1f} min, held-out perplexity "
         f"{report.heldout_perplexity:.2f}"
     )
+
+
+__all__ = [
+    "train_generator",
+]

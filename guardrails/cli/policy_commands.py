@@ -561,3 +561,22 @@ def schema(
     except OSError as exc:
         fail(f"cannot write {output}: {exc}")
     err.print(f"wrote {output}")
+
+
+__all__ = [
+    "DryRunOption",
+    "FilesArgument",
+    "add_rule_command",
+    "diff_command",
+    "disable",
+    "enable",
+    "explain",
+    "lint",
+    "remove_rule_command",
+    "replay_command",
+    "run_tests",
+    "schema",
+    "set_field",
+    "show",
+    "validate",
+]

@@ -390,3 +390,26 @@ def model_show(
         _print_report(report.to_dict(), directory, checks=checks)
     if not all(checks.values()):
         raise typer.Exit(1)
+
+
+__all__ = [
+    "SEED_REFUSED",
+    "AccountantOption",
+    "ClippingOption",
+    "DeltaOption",
+    "DpOption",
+    "EpsilonOption",
+    "FixedSeedOption",
+    "LrOption",
+    "NoAuditOption",
+    "NormOption",
+    "OptimizerOption",
+    "RefusedSeedOption",
+    "SecureOption",
+    "model_app",
+    "model_show",
+    "privacy_app",
+    "show_report",
+    "train_classifier",
+    "train_generator",
+]

@@ -53,7 +53,14 @@ from guardrails.console.jobs import VerifyJob
 if TYPE_CHECKING:  # the proxy package imports the console: no import back at run time
     from guardrails.proxy.keys import KeyRing
 
-__all__ = ["CONSOLE_PREFIX", "ConsoleSettings", "create_console_app", "create_console_router"]
+__all__ = [
+    "CONSOLE_PREFIX",
+    "PAGE_SIZE",
+    "ConsoleSettings",
+    "create_console_app",
+    "create_console_router",
+    "event_document",
+]
 
 CONSOLE_PREFIX = "/console"
 PAGE_SIZE = 50

@@ -36,3 +36,9 @@ def support_bot_stream(prompt: str, /, **options: Any) -> Iterator[str]:
     size = int(options.get("chunk_size", 5))
     for start in range(0, len(answer), size):
         yield answer[start : start + size]
+
+
+__all__ = [
+    "support_bot",
+    "support_bot_stream",
+]

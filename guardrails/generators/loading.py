@@ -10,8 +10,10 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from guardrails.exceptions import GuardrailsError
 
-class GeneratorSpecError(ValueError):
+
+class GeneratorSpecError(GuardrailsError, ValueError):
     """A ``--generator`` spec that names nothing callable."""
 
 
@@ -75,3 +77,11 @@ def load_generator(spec: str | None = None, *, stream: bool = False) -> Callable
     if not callable(target):
         raise GeneratorSpecError(f"{name!r} is not callable")
     return target  # type: ignore[no-any-return]
+
+
+__all__ = [
+    "GENERATORS",
+    "GeneratorSpecError",
+    "default_generator_name",
+    "load_generator",
+]

@@ -83,3 +83,14 @@ def exposure(
     losses = sequence_losses(model, texts, tokenizer)
     rank = 1 + int((losses[1:] < losses[0]).sum())
     return Exposure(secret, rank, candidates, math.log2(candidates) - math.log2(rank))
+
+
+__all__ = [
+    "PREFIX",
+    "Exposure",
+    "canary",
+    "exposure",
+    "insert_canaries",
+    "make_secrets",
+    "sequence_losses",
+]

@@ -119,3 +119,13 @@ def check_delta(delta: float | None, n: int) -> float:
             f"omit it for the default {default_delta(n):g}"
         )
     return float(delta)
+
+
+__all__ = [
+    "MAX_SHOWN",
+    "check_delta",
+    "default_delta",
+    "file_sha256",
+    "read_labelled",
+    "read_texts",
+]

@@ -559,3 +559,22 @@ def _batches(loader: Any, optimizer: Any, settings: DPSettings) -> Any:
         optimizer=optimizer,
     ) as chunks:
         yield from chunks
+
+
+__all__ = [
+    "ACCOUNTANTS",
+    "CLIPPING_MODES",
+    "OPTIMIZERS",
+    "DPSettings",
+    "FitResult",
+    "PerExampleLoss",
+    "RandomSource",
+    "StepProgress",
+    "csprng_available",
+    "default_lr",
+    "embedding_bag_norm_sample",
+    "fit",
+    "random_source",
+    "spent_epsilons",
+    "validate_module",
+]

@@ -17,3 +17,9 @@ class PrivacyError(GuardrailsError, ValueError):
 class TrainingDivergedError(PrivacyError):
     """Training produced a model that is not usable (non-finite weights, or a public
     held-out loss far above the untrained model's); nothing is written."""
+
+
+__all__ = [
+    "PrivacyError",
+    "TrainingDivergedError",
+]

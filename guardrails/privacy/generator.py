@@ -120,3 +120,13 @@ def perplexity(model: nn.Module, records: Sequence[str], tokenizer: Any, *, seq_
             )
             count += int((t != IGNORE).sum())
     return math.exp(total / max(count, 1))
+
+
+__all__ = [
+    "IGNORE",
+    "LoRAConfig",
+    "encode_records",
+    "per_example_nll",
+    "perplexity",
+    "train_lora",
+]

@@ -94,3 +94,14 @@ def load_adapter(model: nn.Module, adapter_dir: Path) -> nn.Module:
             f"{adapter_dir}: adapter does not fit the model ({unexpected or missing})"
         )
     return model
+
+
+__all__ = [
+    "ADAPTER_CONFIG",
+    "ADAPTER_FILE",
+    "LoRALinear",
+    "adapter_state",
+    "add_lora",
+    "load_adapter",
+    "save_adapter",
+]

@@ -30,3 +30,9 @@ def attack_advantage(
 def dp_advantage_bound(epsilon: float, delta: float) -> float:
     """The most any membership attack can gain against an (ε, δ)-DP training run."""
     return min(1.0, (math.exp(epsilon) - 1 + 2 * delta) / (math.exp(epsilon) + 1))
+
+
+__all__ = [
+    "attack_advantage",
+    "dp_advantage_bound",
+]

@@ -193,3 +193,18 @@ def record_provenance(url: str, report: PrivacyReport, *, model: str) -> str:
     except AuditError as exc:
         raise PrivacyError(f"could not record provenance in {url}: {exc}") from exc
     return event.event_id
+
+
+__all__ = [
+    "PROVENANCE_POLICY",
+    "REPORT_FILE",
+    "REPORT_FORMAT",
+    "PrivacyReport",
+    "check_files",
+    "claim_text",
+    "library_versions",
+    "model_files",
+    "read_report",
+    "record_provenance",
+    "write_report",
+]

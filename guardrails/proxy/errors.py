@@ -14,6 +14,8 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
+from guardrails.exceptions import GuardrailsError
+
 # OpenAI's error ``type`` for each status the proxy answers with.
 _TYPES = {
     400: "invalid_request_error",
@@ -31,7 +33,7 @@ _TYPES = {
 }
 
 
-class ProxyHTTPError(Exception):
+class ProxyHTTPError(GuardrailsError):
     """Answer the request with ``status`` and an OpenAI-style error body."""
 
     def __init__(
@@ -91,3 +93,10 @@ def error_body(
 def error_type_for(status: int) -> str:
     """The OpenAI error ``type`` the proxy uses for ``status``."""
     return _TYPES.get(status, "api_error")
+
+
+__all__ = [
+    "ProxyHTTPError",
+    "error_body",
+    "error_type_for",
+]

@@ -17,11 +17,13 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from guardrails.exceptions import GuardrailsError
+
 KEY_PREFIX = "grk-"
 ALL_TENANTS = "*"
 
 
-class KeysFileError(ValueError):
+class KeysFileError(GuardrailsError, ValueError):
     """The keys file cannot be read or does not have the expected shape."""
 
 
@@ -165,3 +167,17 @@ def revoke_key(path: Path, key_id: str) -> ApiKey:
             write_keys(path, keys)
             return revoked
     raise KeysFileError(f"no key with id {key_id!r} in {path}")
+
+
+__all__ = [
+    "ALL_TENANTS",
+    "KEY_PREFIX",
+    "ApiKey",
+    "KeyRing",
+    "KeysFileError",
+    "add_key",
+    "hash_key",
+    "read_keys",
+    "revoke_key",
+    "write_keys",
+]

@@ -375,3 +375,13 @@ def _consume(future: asyncio.Future[bool]) -> None:
     """Retrieve an abandoned reload's outcome so asyncio does not report it as never read."""
     if not future.cancelled() and future.exception() is not None:
         log.error("keys_reload_failed_late", error=repr(future.exception()))
+
+
+__all__ = [
+    "LOAD_TIMEOUT_S",
+    "GuardSlot",
+    "ObservingSink",
+    "PolicyRegistry",
+    "ReloadOutcome",
+    "ReloadWatcher",
+]

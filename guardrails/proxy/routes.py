@@ -384,3 +384,19 @@ async def admin_audit(
             for e in events
         ]
     }
+
+
+__all__ = [
+    "admin_audit",
+    "admin_policy",
+    "admin_reload",
+    "admin_tenant_scope",
+    "chat_completions",
+    "completions",
+    "healthz",
+    "metrics",
+    "models",
+    "moderations",
+    "readyz",
+    "router",
+]

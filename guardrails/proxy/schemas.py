@@ -122,3 +122,15 @@ class ModerationRequest(BaseModel):
 
     input: str | list[str] = Field(description="Text, or a list of texts (at most 64).")
     model: str | None = Field(None, max_length=256)
+
+
+__all__ = [
+    "ChatCompletionRequest",
+    "ChatMessage",
+    "CompletionRequest",
+    "ContentPart",
+    "FunctionDefinition",
+    "ModerationRequest",
+    "StreamOptions",
+    "Tool",
+]

@@ -33,3 +33,8 @@ class ProxyState:
     audit_probe: AuditProbe | None = None
     ready: bool = False
     models_cache: tuple[float, list[str]] | None = field(default=None)
+
+
+__all__ = [
+    "ProxyState",
+]

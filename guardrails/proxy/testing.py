@@ -409,3 +409,9 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+__all__ = [
+    "FakeUpstream",
+    "main",
+]

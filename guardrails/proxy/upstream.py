@@ -21,8 +21,10 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from guardrails.exceptions import GuardrailsError
 
-class UpstreamError(Exception):
+
+class UpstreamError(GuardrailsError):
     """The upstream failed; ``status`` is what the proxy answers with."""
 
     def __init__(self, status: int, message: str, *, code: str | None = None) -> None:
@@ -330,3 +332,12 @@ class GeneratorUpstream:
     async def models(self) -> list[str]:
         """The generator's name is the one model served."""
         return [self.name]
+
+
+__all__ = [
+    "GeneratorUpstream",
+    "HTTPUpstream",
+    "Upstream",
+    "UpstreamError",
+    "render_chat_prompt",
+]

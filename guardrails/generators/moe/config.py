@@ -347,3 +347,14 @@ def config_from_json(data: dict[str, Any], *, source: str = "config.json") -> Mo
             f"{source}: unknown architecture model_type={model_type!r}; supported: {known}"
         )
     return reader(data, source)
+
+
+__all__ = [
+    "NATIVE_MODEL_TYPE",
+    "MoEConfig",
+    "YarnRope",
+    "config_from_json",
+    "from_deepseek_v3",
+    "from_mixtral",
+    "from_qwen2_moe",
+]

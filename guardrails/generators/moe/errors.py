@@ -2,7 +2,7 @@
 
 ::
 
-    ValueError
+    GuardrailsError, ValueError
      └── MoEError                 any problem the MoE generator reports
           ├── CheckpointError     a checkpoint directory, file or tensor is missing, unknown or
           │                       of the wrong shape (the message names the file and tensor)
@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+from guardrails.exceptions import GuardrailsError
 
-class MoEError(ValueError):
+
+class MoEError(GuardrailsError, ValueError):
     """Base class of every error the MoE generator raises."""
 
 
@@ -22,3 +24,10 @@ class CheckpointError(MoEError):
 
 class GenerationError(MoEError):
     """A prompt or a sampling option is invalid (empty prompt, too long, bad parameter)."""
+
+
+__all__ = [
+    "CheckpointError",
+    "GenerationError",
+    "MoEError",
+]

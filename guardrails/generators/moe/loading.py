@@ -207,3 +207,15 @@ def save_checkpoint(
 def checkpoint_info(path: str | Path) -> dict[str, Any]:
     """Config of a checkpoint as a plain dict (for the CLI and model cards)."""
     return read_config(Path(path)).to_dict()
+
+
+__all__ = [
+    "CONFIG_FILE",
+    "INDEX_FILE",
+    "TOKENIZER_FILE",
+    "WEIGHTS_FILE",
+    "checkpoint_info",
+    "load_model",
+    "read_config",
+    "save_checkpoint",
+]

@@ -160,3 +160,9 @@ class MoEForCausalLM(nn.Module):
                 per_expert = m.experts.gate_up_proj[0].numel() + m.experts.down_proj[0].numel()
                 inactive += per_expert * (cfg.num_experts - cfg.num_experts_per_tok)
         return total - inactive
+
+
+__all__ = [
+    "DecoderLayer",
+    "MoEForCausalLM",
+]

@@ -296,3 +296,15 @@ class DenseMLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return _linear(self.down_proj, F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+__all__ = [
+    "DenseMLP",
+    "GQAttention",
+    "KVCache",
+    "MLAttention",
+    "RMSNorm",
+    "RotaryEmbedding",
+    "rope_frequencies",
+    "yarn_mscale",
+]

@@ -96,3 +96,11 @@ def quantize_model(model: MoEForCausalLM) -> MoEForCausalLM:
 def is_quantized(model: nn.Module) -> bool:
     """Whether `quantize_model` has been applied."""
     return any(isinstance(m, Int8Linear | Int8Experts) for m in model.modules())
+
+
+__all__ = [
+    "Int8Experts",
+    "Int8Linear",
+    "is_quantized",
+    "quantize_model",
+]

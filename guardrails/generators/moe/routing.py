@@ -183,3 +183,10 @@ class MoEBlock(nn.Module):
                 shared = torch.sigmoid(self.shared_expert_gate(flat)) * shared
             out = out + shared
         return out.view(shape)
+
+
+__all__ = [
+    "Experts",
+    "MoEBlock",
+    "TopKRouter",
+]

@@ -60,3 +60,10 @@ def train_bpe(texts: Iterable[str], *, vocab_size: int) -> BPETokenizer:
     )
     tok.train_from_iterator(texts, trainer=trainer)
     return BPETokenizer(tok)
+
+
+__all__ = [
+    "EOS_TOKEN",
+    "BPETokenizer",
+    "train_bpe",
+]

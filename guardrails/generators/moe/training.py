@@ -432,11 +432,15 @@ def write_model_card(
 
 
 __all__ = [
+    "DEFAULT_CORPUS_NAME",
     "EOS_TOKEN",
     "TrainReport",
     "TrainSettings",
     "default_corpus",
     "evaluate",
+    "read_corpus",
+    "split_tokens",
     "train",
     "write_model_card",
+    "write_plots",
 ]
