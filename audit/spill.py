@@ -8,8 +8,16 @@ opened on the same ``spill_dir`` replays it.
 
 Replay is exactly once: rows are inserted in one transaction together with the chain head,
 and only rows beyond the stored head are inserted, so a replay interrupted after its commit
-(or a failed commit that in fact landed) never inserts a row twice. A torn last line (a crash
-during an append, never acknowledged) is ignored.
+(or a failed commit that in fact landed) never inserts a row twice; the event id is the
+primary key, so no event can land twice under two positions either. Replay checks that the
+rows link: consecutive seqs, each ``prev_hash`` the hash before it, the first one the stored
+head's hash.
+
+Only a torn *final* line (a crash during an append: no trailing newline, never
+acknowledged) is dropped. Any other damage (an unreadable header, an undecodable line that
+is not that final fragment, rows that do not link) quarantines the file: it is renamed to
+``<name>.spill.quarantined`` with nothing removed, and replay raises `AuditStoreError`
+naming the file, the line and the problem, for an operator to repair and rename back.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import socket
 from collections.abc import Sequence
@@ -28,11 +37,14 @@ from sqlalchemy import Connection, Engine, insert, select, update
 
 from audit.engine import IMMEDIATE
 from audit.exceptions import AuditStoreError
-from audit.schema import CHAINS, EVENTS
+from audit.schema import CHAINS, EVENTS, GENESIS_HASH
 
-__all__ = ["SPILL_SUFFIX", "SpillFile", "apply_rows", "replay_orphans"]
+__all__ = ["QUARANTINE_SUFFIX", "SPILL_SUFFIX", "SpillFile", "apply_rows", "replay_orphans"]
+
+_log = logging.getLogger(__name__)
 
 SPILL_SUFFIX = ".spill"
+QUARANTINE_SUFFIX = ".quarantined"
 _FORMAT = "guardrails-audit-spill/1"
 
 
@@ -153,6 +165,7 @@ def apply_rows(
         select(CHAINS.c.head_seq, CHAINS.c.head_hash).where(CHAINS.c.chain_id == chain_id)
     ).first()
     stored_seq = 0 if head is None else int(head[0])
+    stored_hash = GENESIS_HASH if head is None else str(head[1])
     fresh = [row for row in rows if row["seq"] > stored_seq]
     if not fresh:
         return 0
@@ -161,6 +174,14 @@ def apply_rows(
             f"chain {chain_id}: spilled rows start at seq {fresh[0]['seq']}, "
             f"the stored head is seq {stored_seq}"
         )
+    prev = stored_hash
+    for expected, row in enumerate(fresh, start=stored_seq + 1):
+        if row["seq"] != expected or row["prev_hash"] != prev or row["chain_id"] != chain_id:
+            raise _SpillLinkError(
+                f"chain {chain_id}: spilled row seq {row['seq']} (event {row['event_id']}) "
+                f"does not link to seq {expected - 1} (expected prev_hash {prev[:16]}…)"
+            )
+        prev = row["hash"]
     last = fresh[-1]
     if head is None:
         conn.execute(
@@ -184,20 +205,70 @@ def apply_rows(
     return len(fresh)
 
 
+class _SpillLinkError(AuditStoreError):
+    """Spilled rows do not continue their chain (a gap, a broken ``prev_hash``)."""
+
+
+class _DamagedError(Exception):
+    """A spill file that cannot be replayed as it is (quarantined, never dropped)."""
+
+
 def _read(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    lines = path.read_text(encoding="utf-8").split("\n")
-    header: dict[str, Any] = json.loads(lines[0])
-    if header.get("format") != _FORMAT:
-        raise AuditStoreError(f"{path}: not a spill file of format {_FORMAT}")
+    """The header and rows of a spill file; only a torn final fragment is dropped.
+
+    Raises:
+        _DamagedError: the header or a line other than the unterminated final one is unreadable.
+    """
+    try:
+        text = path.read_bytes().decode("utf-8", errors="strict")
+    except UnicodeDecodeError:
+        text = None
+    if text is None:
+        data = path.read_bytes()
+        cut = data.rfind(b"\n") + 1  # an unterminated tail may be torn mid-character
+        try:
+            text = data[:cut].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _DamagedError(f"not UTF-8 before its final line: {exc}") from exc
+    lines = text.split("\n")
+    # Every complete line ends with "\n": the last element is "" or an unterminated fragment.
+    complete, fragment = lines[:-1], lines[-1]
+    if not complete:
+        raise _DamagedError("no complete header line")
+    try:
+        header: dict[str, Any] = json.loads(complete[0])
+    except ValueError as exc:
+        raise _DamagedError(f"line 1 (header) is not JSON: {exc}") from exc
+    if not isinstance(header, dict) or header.get("format") != _FORMAT:
+        raise _DamagedError(f"line 1 is not a spill header of format {_FORMAT}")
     rows: list[dict[str, Any]] = []
-    for line in lines[1:]:
-        if not line:
-            continue
+    for number, line in enumerate(complete[1:], start=2):
         try:
             rows.append(_decode_row(line))
-        except ValueError:  # a torn last line: its append never returned, never acknowledged
-            break
+        except (ValueError, KeyError, TypeError) as exc:
+            reason = f"line {number} is damaged ({exc}) and is not the final line"
+            raise _DamagedError(reason) from exc
+    if fragment:
+        try:
+            rows.append(_decode_row(fragment))  # complete but for its newline: keep it
+        except (ValueError, KeyError, TypeError):
+            _log.warning(
+                "audit_spill_torn_final_line_dropped",
+                extra={"path": str(path), "bytes": len(fragment.encode())},
+            )
     return header, rows
+
+
+def _quarantine(path: Path, reason: str) -> AuditStoreError:
+    target = path.with_name(path.name + QUARANTINE_SUFFIX)
+    with contextlib.suppress(OSError):
+        os.replace(path, target)
+        _fsync_dir(path.parent)
+    _log.error("audit_spill_quarantined", extra={"path": str(target), "reason": reason})
+    return AuditStoreError(
+        f"spill file {path} cannot be replayed: {reason}. It was quarantined as {target} "
+        "(nothing removed); repair it and rename it back to replay it"
+    )
 
 
 def replay_orphans(
@@ -232,17 +303,25 @@ def replay_orphans(
                 continue
             try:
                 header, rows = _read(path)
-            except (OSError, ValueError) as exc:
+            except _DamagedError as exc:
+                raise _quarantine(path, str(exc)) from exc
+            except OSError as exc:
                 raise AuditStoreError(f"spill file {path} is unreadable: {exc}") from exc
             try:
                 with engine.connect() as conn:
                     conn.execution_options(**{IMMEDIATE: True})
                     with conn.begin():
-                        inserted += apply_rows(conn, str(header["chain_id"]), rows, header)
+                        added = apply_rows(conn, str(header["chain_id"]), rows, header)
+                        inserted += added
+            except _SpillLinkError as exc:
+                raise _quarantine(path, str(exc)) from exc
             except AuditStoreError:
                 raise
             except Exception as exc:
                 raise AuditStoreError(f"replaying spill file {path} failed: {exc}") from exc
             path.unlink()
             _fsync_dir(folder)
+            _log.info(
+                "audit_spill_replayed", extra={"path": str(path), "rows": len(rows), "new": added}
+            )
     return inserted

@@ -186,3 +186,20 @@ def _rehash(
 def rehash() -> Callable[..., tuple[str, str]]:
     """The forger's helper: (body_digest, hash) of a row as an attacker recomputes them."""
     return _rehash
+
+
+def _wait_until(predicate: Callable[[], object], what: str, timeout: float = 120.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def wait_until() -> Callable[..., None]:
+    """Poll a condition (generous deadline, for busy machines): tests wait on conditions,
+    never on wall-clock windows."""
+    return _wait_until

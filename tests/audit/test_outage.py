@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import sqlite3
-import time
 
 import pytest
 
@@ -20,13 +19,15 @@ def free_port() -> int:
 
 
 def test_unreachable_postgres_fails_fast(make_event):
-    """A writer whose PostgreSQL is on a closed port raises AuditStoreError in seconds."""
+    """A writer whose PostgreSQL is on a closed port raises the store's own failure (the
+    driver fails fast), not the caller's timeout."""
     url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test"
-    with AuditStore(url) as store, store.writer() as writer:
-        started = time.monotonic()
-        with pytest.raises(AuditStoreError, match=r"failed \(batch rolled back"):
-            writer.write(make_event(), timeout=20)
-        assert time.monotonic() - started < 10
+    with (
+        AuditStore(url) as store,
+        store.writer() as writer,
+        pytest.raises(AuditStoreError, match=r"failed \(batch rolled back"),
+    ):
+        writer.write(make_event(), timeout=600)
 
 
 def test_sqlite_lock_outage_then_recovery(tmp_path, sqlite_url, make_event, policy_digest):
@@ -38,10 +39,8 @@ def test_sqlite_lock_outage_then_recovery(tmp_path, sqlite_url, make_event, poli
             blocker = sqlite3.connect(tmp_path / "audit.db", isolation_level=None)
             try:
                 blocker.execute("BEGIN EXCLUSIVE")
-                started = time.monotonic()
                 with pytest.raises(AuditStoreError, match="database is locked"):
-                    writer.write(make_event(), timeout=20)
-                assert time.monotonic() - started < 10
+                    writer.write(make_event(), timeout=600)  # the busy timeout, not ours
                 blocker.execute("COMMIT")
             finally:
                 blocker.close()
@@ -61,10 +60,8 @@ def test_postgres_outage_then_recovery(pg_proxy, make_event, policy_digest):
             with store.writer() as writer:
                 assert writer.write(make_event()).seq == 1
                 proxy.stop()
-                started = time.monotonic()
-                with pytest.raises(AuditStoreError):
-                    writer.write(make_event(), timeout=20)
-                assert time.monotonic() - started < 10
+                with pytest.raises(AuditStoreError, match=r"failed \(batch rolled back"):
+                    writer.write(make_event(), timeout=600)  # the store's error, not a timeout
                 proxy.start()
                 assert writer.write(make_event()).seq == 2
     finally:
@@ -73,18 +70,18 @@ def test_postgres_outage_then_recovery(pg_proxy, make_event, policy_digest):
     assert (report.ok, report.events_checked) == (True, 2)
 
 
-def test_full_queue_pushes_back_and_drops_nothing(tmp_path, sqlite_url, make_event, policy_digest):
+def test_full_queue_pushes_back_and_drops_nothing(
+    tmp_path, sqlite_url, make_event, policy_digest, wait_until
+):
     """While the store is stuck, a full queue makes submit wait (then fail); nothing is lost."""
-    with AuditStore(sqlite_url + "?timeout=5") as store:
+    with AuditStore(sqlite_url + "?timeout=600") as store:
         store.record_policy(policy_digest, "default", "1.0", "rules: []\n")
         blocker = sqlite3.connect(tmp_path / "audit.db", isolation_level=None)
         try:
             blocker.execute("BEGIN EXCLUSIVE")
             writer = store.writer(max_queue=1)
             first = writer.submit(make_event())  # taken by the writer, stuck on the lock
-            deadline = time.monotonic() + 5
-            while not first.running() and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_until(first.running, "the writer to take the first event")
             second = writer.submit(make_event())  # fills the queue
             with pytest.raises(AuditStoreError, match="queue stayed full"):
                 writer.submit(make_event(), timeout=0.05)
