@@ -170,7 +170,14 @@ def keys_add(
     policy: Annotated[
         str | None, typer.Option(help="Policy for this key's calls (default: the server's).")
     ] = None,
-    admin: Annotated[bool, typer.Option(help="May use /admin/* and /metrics.")] = False,
+    admin: Annotated[
+        bool,
+        typer.Option(help="An admin key: operator for tenant '*', else tenant admin."),
+    ] = False,
+    role: Annotated[
+        str | None,
+        typer.Option(help="client, tenant_admin (its tenant only) or operator (tenant '*')."),
+    ] = None,
     keys: KeysOption = None,
 ) -> None:
     """Create a key. It is printed once; the file keeps only its hash."""
@@ -180,7 +187,7 @@ def keys_add(
         load_policy_or_exit(policy)
     path = _keys_path(keys)
     try:
-        key, record = add_key(path, tenant=tenant, policy=policy, admin=admin)
+        key, record = add_key(path, tenant=tenant, policy=policy, admin=admin, role=role)
     except KeysFileError as exc:
         fail(str(exc))
     err.print(f"key {record.key_id} for tenant {tenant!r} added to {path}; it is shown only now:")
@@ -207,7 +214,7 @@ def keys_list(keys: KeysOption = None, as_json: JsonOption = False) -> None:
         err.print(f"no keys in {path}")
     for r in records:
         state = "revoked " + (r.revoked_at or "") if not r.active else "active"
-        role = " admin" if r.admin else ""
+        role = f" {r.role_of}" if r.role_of != "client" else ""
         out.print(f"{r.key_id}  tenant={r.tenant}  policy={r.policy or '(server)'}{role}  {state}")
 
 

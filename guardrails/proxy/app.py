@@ -101,7 +101,7 @@ class ProxyMiddleware:
         if presented is not None and self.state.keys is not None:
             key = self.state.keys.lookup(presented)
             if key is not None:
-                return Caller(key.tenant, key.key_id, key.admin, key.policy)
+                return Caller(key.tenant, key.key_id, key.admin, key.policy, key.role_of)
             return None  # a wrong key is never anonymous
         if config.allow_anonymous and presented is None:
             return Caller("anonymous", None, False, None)

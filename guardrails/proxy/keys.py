@@ -22,6 +22,11 @@ from guardrails.exceptions import GuardrailsError
 KEY_PREFIX = "grk-"
 ALL_TENANTS = "*"
 
+#: A key's role: ``client`` calls the API; ``tenant_admin`` also reads and reloads what
+#: belongs to its own tenant; ``operator`` (tenant ``*``) runs the server: every tenant,
+#: server paths, all-tenant metrics.
+ROLES = ("client", "tenant_admin", "operator")
+
 
 class KeysFileError(GuardrailsError, ValueError):
     """The keys file cannot be read or does not have the expected shape."""
@@ -32,8 +37,8 @@ class ApiKey:
     """One stored key: never the key itself, only its hash.
 
     ``policy`` is the policy this key's calls run under (``None``: the server's default).
-    An ``admin`` key reaches ``/admin/*``; with ``tenant == "*"`` it sees every tenant's
-    audit events, otherwise only its own tenant's.
+    ``role`` is one of `ROLES`; files written before roles existed have only ``admin``,
+    read as ``operator`` for tenant ``*`` and ``tenant_admin`` otherwise (see `role_of`).
     """
 
     key_id: str
@@ -43,6 +48,16 @@ class ApiKey:
     admin: bool
     created_at: str
     revoked_at: str | None = None
+    role: str | None = None
+
+    @property
+    def role_of(self) -> str:
+        """The key's role (`ROLES`), from ``role`` or, for old records, ``admin``/``tenant``."""
+        if self.role in ROLES:
+            return self.role
+        if not self.admin:
+            return "client"
+        return "operator" if self.tenant == ALL_TENANTS else "tenant_admin"
 
     @property
     def active(self) -> bool:
@@ -128,14 +143,30 @@ def write_keys(path: Path, keys: list[ApiKey]) -> None:
 
 
 def add_key(
-    path: Path, *, tenant: str, policy: str | None = None, admin: bool = False
+    path: Path,
+    *,
+    tenant: str,
+    policy: str | None = None,
+    admin: bool = False,
+    role: str | None = None,
 ) -> tuple[str, ApiKey]:
     """Create a key, store its hash in ``path`` and return ``(key, record)``.
 
-    The key is returned only here; it cannot be recovered from the file.
+    ``role`` is one of `ROLES`; without it, ``admin`` means ``operator`` for tenant ``*``
+    and ``tenant_admin`` otherwise. The key is returned only here; it cannot be recovered
+    from the file.
     """
     if not tenant.strip():
         raise KeysFileError("tenant must not be empty")
+    if role is None:
+        role = ("operator" if tenant == ALL_TENANTS else "tenant_admin") if admin else "client"
+    if role not in ROLES:
+        raise KeysFileError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+    if (role == "operator") != (tenant == ALL_TENANTS):
+        raise KeysFileError(
+            "an operator key has tenant '*', and a key of tenant '*' is an operator key"
+        )
+    admin = role != "client"
     keys = read_keys(path)
     key_id = secrets.token_hex(4)
     while any(k.key_id == key_id for k in keys):
@@ -148,6 +179,7 @@ def add_key(
         policy=policy,
         admin=admin,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        role=role,
     )
     write_keys(path, [*keys, record])
     return key, record
@@ -172,6 +204,7 @@ def revoke_key(path: Path, key_id: str) -> ApiKey:
 __all__ = [
     "ALL_TENANTS",
     "KEY_PREFIX",
+    "ROLES",
     "ApiKey",
     "KeyRing",
     "KeysFileError",

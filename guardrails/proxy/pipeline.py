@@ -76,6 +76,8 @@ class Caller:
     key_id: str | None
     admin: bool
     policy: str | None
+    #: ``client``, ``tenant_admin`` or ``operator`` (see `guardrails.proxy.keys.ROLES`)
+    role: str = "client"
 
 
 # --- the input: every text the model reads ------------------------------------------------------

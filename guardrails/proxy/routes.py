@@ -52,10 +52,28 @@ def _request_id(request: Request) -> str:
 
 
 def _admin(request: Request) -> Caller:
+    """The caller, if an operator or a tenant admin (403 otherwise)."""
     caller = _caller(request)
-    if not caller.admin:
+    if caller.role not in ("operator", "tenant_admin"):
         raise ProxyHTTPError(403, "This endpoint needs an admin key.", code="forbidden")
     return caller
+
+
+def _operator(request: Request) -> Caller:
+    """The caller, if an operator: server-wide views and actions (403 otherwise)."""
+    caller = _caller(request)
+    if caller.role != "operator":
+        raise ProxyHTTPError(
+            403, "This endpoint needs an operator key (tenant '*').", code="forbidden"
+        )
+    return caller
+
+
+def _tenant_policies(state: ProxyState, tenant: str | None) -> set[str]:
+    """The policy specs the active keys of ``tenant`` run under (not the server default)."""
+    if state.keys is None:
+        return set()
+    return {k.policy for k in state.keys.keys if k.active and k.tenant == tenant and k.policy}
 
 
 def admin_tenant_scope(caller: Caller, requested: str | None) -> str | None:
@@ -64,7 +82,7 @@ def admin_tenant_scope(caller: Caller, requested: str | None) -> str | None:
     Raises:
         ProxyHTTPError: 403 when a tenant-bound admin asks for another tenant.
     """
-    if caller.tenant == ALL_TENANTS:
+    if caller.role == "operator" and caller.tenant == ALL_TENANTS:
         return requested
     if requested is not None and requested != caller.tenant:
         raise ProxyHTTPError(
@@ -292,8 +310,8 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/metrics", tags=["ops"])
 async def metrics(request: Request) -> PlainTextResponse:
-    """Prometheus metrics of this worker (admin key)."""
-    _admin(request)
+    """Prometheus metrics of this worker, every tenant's (operator key)."""
+    _operator(request)
     return PlainTextResponse(
         _state(request).metrics.render(), media_type="text/plain; version=0.0.4"
     )
@@ -301,29 +319,49 @@ async def metrics(request: Request) -> PlainTextResponse:
 
 @router.get("/admin/policy", tags=["admin"])
 async def admin_policy(request: Request) -> dict[str, Any]:
-    """The policies in force: name, version, digest and file of each."""
-    _admin(request)
+    """The policies in force: name, version, digest (and, for operators, the file) of each.
+
+    A tenant admin sees the server's default policy and the policies of its tenant's keys.
+    """
+    caller = _admin(request)
     state = _state(request)
-    return {
-        "policies": [
-            {
-                "policy": spec or "default",
-                "name": slot.guard.policy.name,
-                "version": slot.guard.policy.version,
-                "digest": slot.guard.policy.digest,
-                "header": slot.guard.policy.ref.header(),
-                "path": str(slot.path),
-            }
-            for spec, slot in state.registry.slots.items()
-        ]
-    }
+    operator = caller.role == "operator"
+    visible = _tenant_policies(state, caller.tenant) | {state.config.policy}
+    policies = []
+    for spec, slot in state.registry.slots.items():
+        if not operator and spec not in visible:
+            continue
+        entry = {
+            "policy": spec or "default",
+            "name": slot.guard.policy.name,
+            "version": slot.guard.policy.version,
+            "digest": slot.guard.policy.digest,
+            "header": slot.guard.policy.ref.header(),
+        }
+        if operator:
+            entry["path"] = str(slot.path)
+        policies.append(entry)
+    return {"policies": policies}
 
 
 @router.post("/admin/policy/reload", tags=["admin"])
 async def admin_reload(request: Request) -> dict[str, Any]:
-    """Re-read every policy file now; an invalid file is rejected and the old one stays."""
-    _admin(request)
-    outcomes = await _state(request).registry.check_all(force=True)
+    """Re-read policy files now; an invalid file is rejected and the old one stays.
+
+    An operator reloads every policy; a tenant admin only the policies its tenant's keys
+    name (the server's default policy is shared by every tenant: operators only).
+    """
+    caller = _admin(request)
+    state = _state(request)
+    if caller.role == "operator":
+        outcomes = await state.registry.check_all(force=True)
+    else:
+        outcomes = []
+        for spec in sorted(_tenant_policies(state, caller.tenant)):
+            if spec in state.registry.slots:
+                outcome = await state.registry.check(spec, force=True)
+                if outcome is not None:
+                    outcomes.append(outcome)
     return {"reloads": [o.to_dict() for o in outcomes]}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import openai
 import pytest
@@ -186,3 +188,51 @@ def test_client_disconnect_mid_stream_is_audited(proxy, keys):
         time.sleep(0.1)
     assert events[0]["streamed"] is True
     assert events[0]["released_chars"] < len(text.strip())
+
+
+def _get(proxy, key, path):
+    return httpx.get(f"{proxy.root}{path}", headers={"Authorization": f"Bearer {key}"})
+
+
+def test_tenant_admin_sees_and_changes_only_its_tenant(proxy, keys):
+    """A tenant admin: no all-tenant metrics, no server paths, no other tenant's policy,
+    and a reload touches only its own tenant's policies; the operator sees everything."""
+    b_admin, record = add_key(keys.file, tenant="tenant-b", admin=True)
+    assert record.role_of == "tenant_admin"
+    deadline = time.monotonic() + 10
+    while _get(proxy, b_admin, "/admin/policy").status_code != 200:
+        assert time.monotonic() < deadline, "new key never accepted"
+        time.sleep(0.05)
+    _chat(proxy, keys.tenant_b)  # loads tenant B's policy into the worker
+    assert _get(proxy, keys.admin_a, "/metrics").status_code == 403
+    assert _get(proxy, keys.admin_all, "/metrics").status_code == 200
+    operator = _get(proxy, keys.admin_all, "/admin/policy").json()["policies"]
+    assert {p["name"] for p in operator} >= {"proxy-test", "proxy-strict"}
+    assert all("path" in p for p in operator)
+    seen_by_a = _get(proxy, keys.admin_a, "/admin/policy").json()["policies"]
+    assert [p["name"] for p in seen_by_a] == ["proxy-test"]
+    assert all("path" not in p for p in seen_by_a)
+    seen_by_b = _get(proxy, b_admin, "/admin/policy").json()["policies"]
+    assert {p["name"] for p in seen_by_b} == {"proxy-test", "proxy-strict"}
+    reload_a = httpx.post(
+        f"{proxy.root}/admin/policy/reload", headers={"Authorization": f"Bearer {keys.admin_a}"}
+    ).json()["reloads"]
+    assert reload_a == []
+    reload_b = httpx.post(
+        f"{proxy.root}/admin/policy/reload", headers={"Authorization": f"Bearer {b_admin}"}
+    ).json()["reloads"]
+    assert [r["policy"] for r in reload_b] == [str(keys.file.parent / "strict.yaml")]
+    response = _get(proxy, keys.admin_a, "/admin/audit?tenant=tenant-b")
+    assert response.status_code == 403
+
+
+def test_operator_role_needs_all_tenants(tmp_path):
+    """An operator key is tenant '*', and only an operator key may be."""
+    from guardrails.proxy.keys import KeysFileError
+
+    with pytest.raises(KeysFileError):
+        add_key(tmp_path / "k.json", tenant="t", role="operator")
+    with pytest.raises(KeysFileError):
+        add_key(tmp_path / "k.json", tenant="*", role="client")
+    _, record = add_key(tmp_path / "k.json", tenant="*", role="operator")
+    assert record.admin
