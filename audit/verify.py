@@ -2,13 +2,22 @@
 
 Detects an edited row (its hash no longer matches its content), a deleted row (a seq gap,
 or a chain shorter than its recorded head), an inserted row (beyond the head, or in a chain
-no writer registered), reordered rows (a ``prev_hash`` that does not link) and a wrong HMAC
-key (every hash mismatches). Signed checkpoints are checked too: each one's signature (with
-the trusted public keys when given) and its root against the Merkle tree recomputed from the
-chain's rows, so a chain rewritten after a checkpoint fails even where the attacker could
-recompute every hash. Rows whose body a retention purge removed are checked by their links
-only, and only where a recorded purge covers them. Without an HMAC key, someone who can
-rewrite the database can also recompute every hash: use a key where that matters.
+no writer registered), reordered rows (a ``prev_hash`` that does not link), a wrong HMAC key
+(every hash mismatches), and a whole chain deleted where a checkpoint or purge record still
+names it. Signed checkpoints are checked too: each one's signature (with the trusted public
+keys when given) and its root against the Merkle tree recomputed from the chain's rows, so a
+chain rewritten after a checkpoint fails even where the attacker could recompute every hash.
+Given a folder of checkpoints published outside the database (`audit.published`), every
+chain must still extend each of them (consistency proofs): truncation, rewrites and deletion
+behind a published checkpoint fail even with the chain heads and checkpoint rows rewritten.
+
+Rows written since migration 0004 hash their header plus a digest of their body, so a purged
+row's header is still checked; a body-less row is accepted only below a purge record whose
+chained (keyed) hash verifies, and a forged, edited, inserted or deleted purge record is
+itself a problem (``chain_id`` `PURGE_LOG`). Older rows keep the older rules (a purged one
+is checked by its links only). A stream opening with no closing is reported in
+``VerifyReport.unclosed``, not as a problem. Without an HMAC key, someone who can rewrite
+the database can also recompute every hash: use a key where that matters.
 """
 
 from __future__ import annotations
