@@ -7,14 +7,19 @@ sequence are held back, so a stop string never leaks into the stream.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from guardrails.generators.moe.errors import GenerationError
-from guardrails.generators.moe.generation import SamplingParams, check_prompts, iter_tokens
+from guardrails.generators.moe.generation import (
+    SamplingParams,
+    check_prompts,
+    generate_ids,
+    iter_tokens,
+)
 from guardrails.generators.moe.model import MoEForCausalLM
-from guardrails.generators.moe.tokenizer import BPETokenizer
+from guardrails.generators.moe.tokenizer import BPETokenizer, ChatTemplate, render_plain_chat
 from guardrails.generators.protocol import Completion, usage_dict
 
 __all__ = ["CompletionStream", "MoEGenerator", "TextAssembler", "params_from_options"]
@@ -146,18 +151,21 @@ class MoEGenerator:
     def __init__(
         self,
         model: MoEForCausalLM,
-        tokenizer: BPETokenizer,
+        tokenizer: BPETokenizer | None,
         *,
         name: str,
         defaults: SamplingParams | None = None,
+        chat_template: ChatTemplate | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
         self.defaults = defaults or SamplingParams()
+        self.chat_template = chat_template
         self._engine: Any = None
-        if model.config.eos_token_id is None and tokenizer.eos_token_id is not None:
-            model.config = replace(model.config, eos_token_id=tokenizer.eos_token_id)
+        eos = None if tokenizer is None else tokenizer.eos_token_id
+        if model.config.eos_token_id is None and eos is not None:
+            model.config = replace(model.config, eos_token_id=eos)
 
     def enable_batching(self, *, max_batch: int = 16) -> None:
         """Route `stream`/`generate` through a shared dynamic-batching decode loop."""
@@ -172,13 +180,42 @@ class MoEGenerator:
             self._engine.close()
             self._engine = None
 
+    def _tokenizer(self) -> BPETokenizer:
+        if self.tokenizer is None:
+            raise GenerationError(
+                "this generator was loaded without a tokenizer: use generate_ids (token ids "
+                "in, token ids out) or load it with tokenizer=..."
+            )
+        return self.tokenizer
+
     def encode_prompt(self, prompt: str) -> list[int]:
         """Token ids of a prompt; empty or over-long prompts raise `GenerationError`."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise GenerationError("prompt is empty")
-        ids = self.tokenizer.encode(prompt)
+        ids = self._tokenizer().encode(prompt)
         check_prompts(self.model, [ids])
         return ids
+
+    def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> str:
+        """The prompt for chat ``messages``: the checkpoint's chat template when it has one
+        (from ``tokenizer_config.json``), else ``role: text`` lines ending in ``assistant:``."""
+        if self.chat_template is not None:
+            return self.chat_template.render(messages)
+        return render_plain_chat(messages)
+
+    def chat(self, messages: Sequence[Mapping[str, Any]], /, **options: Any) -> Completion:
+        """The assistant's reply to ``messages`` (rendered with `render_chat`)."""
+        return self.complete(self.render_chat(messages), **options)
+
+    def generate_ids(self, ids: Sequence[int], /, **options: Any) -> list[int]:
+        """New token ids for a prompt of token ids (no tokenizer needed; eos excluded).
+
+        Stop strings need text, so ``stop`` is refused here.
+        """
+        params = params_from_options(self.defaults, options)
+        if params.stop:
+            raise GenerationError("stop sequences need a tokenizer; generate_ids takes none")
+        return generate_ids(self.model, [list(ids)], params)[0]
 
     def stream(self, prompt: str, /, **options: Any) -> CompletionStream:
         """Yield the completion as text chunks (see the module docstring for holding back).
@@ -195,7 +232,7 @@ class MoEGenerator:
         self, ids: list[int], params: SamplingParams, report: CompletionStream
     ) -> Generator[str, None, None]:
         eos = None if params.ignore_eos else self.model.config.eos_token_id
-        assembler = TextAssembler(self.tokenizer, params.stop)
+        assembler = TextAssembler(self._tokenizer(), params.stop)
         tokens: Generator[int, None, None]
         if self._engine is not None:
             tokens = self._engine.submit(ids, params)
@@ -243,7 +280,7 @@ class MoEGenerator:
         params = params_from_options(self.defaults, options)
         encoded = [self.encode_prompt(p) for p in prompts]
         eos = None if params.ignore_eos else self.model.config.eos_token_id
-        assemblers = [TextAssembler(self.tokenizer, params.stop) for _ in prompts]
+        assemblers = [TextAssembler(self._tokenizer(), params.stop) for _ in prompts]
         outputs = ["" for _ in prompts]
         finished = [False for _ in prompts]
         for step in iter_tokens(self.model, encoded, params):

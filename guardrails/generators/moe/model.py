@@ -117,7 +117,8 @@ class MoEForCausalLM(nn.Module):
         if cache is not None:
             cache.key_mask = full_mask
         x = self.embed_tokens(input_ids)
-        cos_sin = self.rope.cos_sin(positions)
+        cos, sin = self.rope.cos_sin(positions)  # float32 frequencies, then the model's dtype
+        cos_sin = (cos.to(x.dtype), sin.to(x.dtype))
         for i, layer in enumerate(self.layers):
             x = layer(x, self.rope, cos_sin, windowed[self.config.window_of(i) or 0], cache)
         if last_only:

@@ -90,7 +90,8 @@ def quantize_model(model: MoEForCausalLM) -> MoEForCausalLM:
                 setattr(parent, child_name, Int8Linear(child))
             elif isinstance(child, Experts) and not isinstance(child, Int8Experts):
                 setattr(parent, child_name, Int8Experts(child))
-    return model
+    # what stays float (embeddings, norms, router) runs in float32, as the int8 kernels do
+    return model.to(torch.float32)
 
 
 def is_quantized(model: nn.Module) -> bool:

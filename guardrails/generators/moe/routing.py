@@ -115,7 +115,7 @@ class Experts(nn.Module):
         One grouped matmul per projection where torch has it (``F.grouped_mm``), else one
         matmul pair per used expert on its contiguous slice.
         """
-        if self._can_group(xs):
+        if _GROUPED_MM is not None and self._can_group(xs):
             offs = torch.cumsum(counts, 0).to(torch.int32)
             gate, up = _GROUPED_MM(xs, self.gate_up_proj.transpose(1, 2), offs=offs).chunk(2, -1)
             out: Tensor = _GROUPED_MM(F.silu(gate) * up, self.down_proj.transpose(1, 2), offs=offs)

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from guardrails.generators.moe.errors import CheckpointError
 
 EOS_TOKEN = "<|endoftext|>"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+
+__all__ = [
+    "EOS_TOKEN",
+    "BPETokenizer",
+    "ChatTemplate",
+    "read_chat_template",
+    "render_plain_chat",
+    "train_bpe",
+]
 
 
 class BPETokenizer:
@@ -67,3 +80,78 @@ __all__ = [
     "BPETokenizer",
     "train_bpe",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTemplate:
+    """A Hugging Face chat template (Jinja) with the special tokens it may refer to."""
+
+    source: str
+    bos_token: str = ""
+    eos_token: str = ""
+
+    def render(
+        self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True
+    ) -> str:
+        """The prompt text for ``messages``, as `transformers`' ``apply_chat_template``.
+
+        Rendered in Jinja's immutable sandbox (a template is checkpoint data, not code).
+
+        Raises:
+            CheckpointError: the template does not compile or raises while rendering.
+        """
+        from jinja2 import TemplateError
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message: str) -> None:
+            raise TemplateError(message)
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = raise_exception
+        try:
+            return env.from_string(self.source).render(
+                messages=list(messages),
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+            )
+        except TemplateError as exc:
+            raise CheckpointError(f"the chat template failed: {exc}") from exc
+
+
+def render_plain_chat(messages: Sequence[Mapping[str, Any]]) -> str:
+    """The fallback without a template: ``role: text`` lines, then ``assistant:``."""
+    lines = [f"{m.get('role', 'user')}: {m.get('content') or ''}" for m in messages]
+    return "\n".join([*lines, "assistant:"])
+
+
+def _token_text(value: Any) -> str:
+    if isinstance(value, dict):  # {"content": "<s>", ...} in older configs
+        value = value.get("content")
+    return value if isinstance(value, str) else ""
+
+
+def read_chat_template(path: str | Path) -> ChatTemplate | None:
+    """The chat template of a checkpoint's ``tokenizer_config.json`` (None when absent).
+
+    A list of named templates picks the one named ``default``. A file that is not JSON or a
+    template that is not a string raises `CheckpointError`.
+    """
+    file = Path(path) / TOKENIZER_CONFIG_FILE
+    if not file.is_file():
+        return None
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{file}: not valid JSON ({exc})") from exc
+    source = data.get("chat_template") if isinstance(data, dict) else None
+    if source is None:
+        return None
+    if isinstance(source, list):
+        named = {t.get("name"): t.get("template") for t in source if isinstance(t, dict)}
+        source = named.get("default")
+    if not isinstance(source, str):
+        raise CheckpointError(f"{file}: chat_template is not a string (or has no 'default')")
+    return ChatTemplate(
+        source, _token_text(data.get("bos_token")), _token_text(data.get("eos_token"))
+    )
