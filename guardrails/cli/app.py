@@ -27,6 +27,9 @@ app.add_typer(train_app, name="train")
 
 def main() -> None:
     """Console-script entry point."""
+    from guardrails.cli.common import cwd_importable
+
+    cwd_importable()  # --generator module:function finds modules here
     app()
 
 

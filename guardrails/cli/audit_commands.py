@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy import func, select
 
 from audit import (
     AuditError,
@@ -53,9 +54,12 @@ from audit.engine import create_audit_engine, safe_url
 from audit.merkle import inclusion_proof
 from audit.published import publish_checkpoints
 from audit.query import ListedCall, count_by, find_event, iter_events, listed_calls
+from audit.schema import EVENTS
 from guardrails.cli.app import audit_app, db_app
-from guardrails.cli.common import AuditOption, JsonOption, err, fail, out
+from guardrails.cli.common import AuditOption, JsonOption, err, fail, out, progress_bar
+from guardrails.cli.event_filter import with_event_filter
 
+AUDIT_URL_ENV = "GUARDRAILS_AUDIT_URL"
 HmacKeyEnvOption = Annotated[
     str | None,
     typer.Option(
@@ -74,10 +78,46 @@ PublicKeyOption = Annotated[
         help="Trusted checkpoint signer (Ed25519 public key PEM); repeatable.",
     ),
 ]
-FormatOption = Annotated[
-    str, typer.Option("--format", "-f", help="Output: table, json, jsonl or csv.")
-]
+FormatOption = Annotated[str, typer.Option("--format", help="Output: table, json, jsonl or csv.")]
 FORMATS = ("table", "json", "jsonl", "csv")
+
+
+def _event_count(url: str) -> int | None:
+    """How many events the log holds (for a progress bar); None when it cannot tell."""
+    if not err.is_terminal:
+        return None
+    try:
+        engine = create_audit_engine(url, must_exist=True)
+    except AuditError:
+        return None
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(EVENTS)).scalar() or 0)
+    except Exception:  # the real command reports the store's problem
+        return None
+    finally:
+        engine.dispose()
+
+
+def _group_audit(ctx: typer.Context, audit: AuditOption = None) -> None:
+    """``--audit`` given once on the group (``guardrails audit --audit URL query``) is every
+    command's default; a command's own ``--audit`` still wins."""
+    if audit is None:
+        return
+    before = os.environ.get(AUDIT_URL_ENV)
+    os.environ[AUDIT_URL_ENV] = audit
+
+    def restore() -> None:
+        if before is None:
+            os.environ.pop(AUDIT_URL_ENV, None)
+        else:
+            os.environ[AUDIT_URL_ENV] = before
+
+    ctx.call_on_close(restore)
+
+
+audit_app.callback()(_group_audit)
+db_app.callback()(_group_audit)
 
 
 def _public_keys(paths: list[Path] | None) -> list[Ed25519PublicKey]:
@@ -125,12 +165,15 @@ def db_downgrade(
 
 
 @db_app.command("current")
-def db_current(audit: AuditOption = None) -> None:
+def db_current(audit: AuditOption = None, json_output: JsonOption = False) -> None:
     """Print the audit schema revision ('none' if never migrated)."""
     try:
         revision = current_revision(_url(audit))
     except AuditError as exc:
         _audit_failed(exc)
+    if json_output:
+        typer.echo(json.dumps({"url": safe_url(_url(audit)), "revision": revision}))
+        return
     out.print(revision or "none")
 
 
@@ -212,7 +255,10 @@ def audit_verify(
     url = _url(audit)
     try:
         trusted = _public_keys(public_key)
-        report = verify_chain(url, hmac_key=key, public_keys=trusted, published=checkpoints)
+        with progress_bar("verifying", _event_count(url)) as advance:
+            report = verify_chain(
+                url, hmac_key=key, public_keys=trusted, published=checkpoints, progress=advance
+            )
     except AuditError as exc:
         _audit_failed(exc)
     if json_output:
@@ -295,6 +341,7 @@ def audit_prove(
 def audit_check_proof(
     proof_file: Annotated[Path, typer.Argument(metavar="FILE", help="Proof JSON ('-': stdin).")],
     public_key: PublicKeyOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Check an inclusion proof offline: exit 0 if it holds, 1 if not."""
     try:
@@ -309,6 +356,9 @@ def audit_check_proof(
     except AuditError as exc:
         _audit_failed(exc)
     ok, reason = check_proof_document(doc, trusted)
+    if json_output:
+        typer.echo(json.dumps({"valid": ok, "reason": reason, "trusted_key": bool(trusted)}))
+        raise typer.Exit(0 if ok else 1)
     if not ok:
         out.print(f"[bold red]INVALID:[/] {escape(reason)}")
         raise typer.Exit(1)
@@ -335,74 +385,6 @@ def audit_consistency(
 
 
 # --- queries ------------------------------------------------------------------------------
-
-
-def _when(text: str | None, name: str) -> datetime | None:
-    """An ISO time (naive means UTC) or an age like 24h (that long ago)."""
-    if text is None:
-        return None
-    try:
-        return datetime.now(UTC) - parse_age(text)
-    except AuditError:
-        pass
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        fail(
-            f"{name} {escape(repr(text))}: expected an ISO time (2026-01-31, "
-            "2026-01-31T12:00Z) or an age (30m, 24h, 7d)"
-        )
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-Since = Annotated[
-    str | None, typer.Option("--since", help="ISO time or age (24h, 7d); default 24h.")
-]
-Until = Annotated[str | None, typer.Option("--until", help="ISO time or age.")]
-AllTime = Annotated[bool, typer.Option("--all", help="No default time range.")]
-Tenant = Annotated[str | None, typer.Option("--tenant")]
-User = Annotated[str | None, typer.Option("--user")]
-Model = Annotated[str | None, typer.Option("--model")]
-Stage = Annotated[str | None, typer.Option("--stage", help="input or output.")]
-Action = Annotated[str | None, typer.Option("--action", help="allow, flag, redact, block...")]
-Rule = Annotated[str | None, typer.Option("--rule", help="Events with a finding of this rule.")]
-Digest = Annotated[str | None, typer.Option("--policy-digest")]
-Contains = Annotated[
-    str | None, typer.Option("--contains", help="Text in prompt or output (any case).")
-]
-
-
-def _filter(
-    since: str | None,
-    until: str | None,
-    all_time: bool,
-    tenant: str | None,
-    user: str | None,
-    model: str | None,
-    stage: str | None,
-    action: str | None,
-    rule: str | None,
-    policy_digest: str | None,
-    contains: str | None,
-) -> EventFilter:
-    start = _when(since, "--since")
-    if start is None and not all_time:
-        start = datetime.now(UTC) - timedelta(hours=24)
-    try:
-        return EventFilter(
-            since=start,
-            until=_when(until, "--until"),
-            tenant=tenant,
-            user=user,
-            model=model,
-            stage=stage,
-            action=action,
-            rule_id=rule,
-            policy_digest=policy_digest,
-            text=contains,
-        )
-    except AuditError as exc:
-        _audit_failed(exc)
 
 
 def event_dict(event: StoredEvent) -> dict[str, Any]:
@@ -493,30 +475,23 @@ def _engine(audit: str | None) -> Any:
 
 
 @audit_app.command("query")
+@with_event_filter
 def audit_query(
+    where: EventFilter,
     audit: AuditOption = None,
-    since: Since = None,
-    until: Until = None,
-    all_time: AllTime = False,
-    tenant: Tenant = None,
-    user: User = None,
-    model: Model = None,
-    stage: Stage = None,
-    action: Action = None,
-    rule: Rule = None,
-    policy_digest: Digest = None,
-    contains: Contains = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Events per page.")] = 50,
     page: Annotated[int, typer.Option("--page", min=1, help="Page number.")] = 1,
     oldest_first: Annotated[bool, typer.Option("--oldest-first")] = False,
     fmt: FormatOption = "table",
+    json_output: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
 ) -> None:
     """Find events (last 24 h, newest first, a page at a time)."""
+    if json_output:
+        if fmt not in ("table", "json"):
+            fail(f"--json and --format {escape(fmt)} disagree: give one of them")
+        fmt = "json"
     if fmt not in FORMATS:
         fail(f"--format {escape(fmt)!r}: choose one of {', '.join(FORMATS)}")
-    where = _filter(
-        since, until, all_time, tenant, user, model, stage, action, rule, policy_digest, contains
-    )
     engine = _engine(audit)
     try:
         with engine.connect() as conn:
@@ -579,7 +554,7 @@ def audit_show(
     finally:
         engine.dispose()
     if event is None:
-        fail(f"no event with id {escape(repr(event_id))}")
+        fail(f"no event with id {escape(repr(event_id))} in {escape(safe_url(_url(audit)))}")
     if json_output:
         typer.echo(json.dumps(event_dict(event), ensure_ascii=False, indent=2))
         return
@@ -604,28 +579,16 @@ def _bar(value: int, top: int, width: int = 40) -> str:
 
 
 @audit_app.command("stats")
+@with_event_filter
 def audit_stats(
+    where: EventFilter,
     audit: AuditOption = None,
-    since: Since = None,
-    until: Until = None,
-    all_time: AllTime = False,
-    tenant: Tenant = None,
-    user: User = None,
-    model: Model = None,
-    stage: Stage = None,
-    action: Action = None,
-    rule: Rule = None,
-    policy_digest: Digest = None,
-    contains: Contains = None,
     plot: Annotated[
         Path | None, typer.Option("--plot", metavar="FILE.png", help="Also draw a chart.")
     ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Counts by action, rule and day, with a terminal chart."""
-    where = _filter(
-        since, until, all_time, tenant, user, model, stage, action, rule, policy_digest, contains
-    )
     engine = _engine(audit)
     try:
         with engine.connect() as conn:
@@ -689,8 +652,13 @@ def audit_tail(
         int | None, typer.Option("--max-events", min=1, help="Stop after this many.")
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="jsonl or line.")] = "line",
+    json_output: Annotated[
+        bool, typer.Option("--json", help="One JSON object per line (--format jsonl).")
+    ] = False,
 ) -> None:
     """Print the latest events; with -f, follow new ones as they are committed."""
+    if json_output:
+        fmt = "jsonl"
     if fmt not in ("jsonl", "line"):
         fail(f"--format {escape(fmt)!r}: choose jsonl or line")
     engine = _engine(audit)
@@ -747,28 +715,16 @@ def audit_tail(
 
 
 @audit_app.command("export")
+@with_event_filter
 def audit_export(
+    where: EventFilter,
     audit: AuditOption = None,
-    since: Since = None,
-    until: Until = None,
-    all_time: AllTime = False,
-    tenant: Tenant = None,
-    user: User = None,
-    model: Model = None,
-    stage: Stage = None,
-    action: Action = None,
-    rule: Rule = None,
-    policy_digest: Digest = None,
-    contains: Contains = None,
     output: Annotated[
         Path | None, typer.Option("--out", "-o", help="File to write (default stdout).")
     ] = None,
 ) -> None:
     """Export events as JSONL, each with an inclusion proof against the latest signed
     checkpoint of its chain that covers it (``proof: null`` where none does yet)."""
-    where = _filter(
-        since, until, all_time, tenant, user, model, stage, action, rule, policy_digest, contains
-    )
     engine = _engine(audit)
     lines: list[str] = []
     try:
@@ -788,20 +744,22 @@ def audit_export(
         fail(f"reading {escape(safe_url(engine.url))} failed: {escape(str(exc).splitlines()[0])}")
     finally:
         engine.dispose()
-    for event in events:
-        doc = event_dict(event)
-        checkpoint = latest.get(event.chain_id)
-        if checkpoint is not None and event.seq <= checkpoint.tree_size:
-            path = inclusion_proof(event.seq - 1, leaves[event.chain_id])
-            doc["proof"] = {
-                "leaf_index": event.seq - 1,
-                "tree_size": checkpoint.tree_size,
-                "proof": [p.hex() for p in path],
-                "checkpoint": checkpoint.to_dict(),
-            }
-        else:
-            doc["proof"] = None
-        lines.append(json.dumps(doc, ensure_ascii=False))
+    with progress_bar("exporting (proofs)", len(events)) as advance:
+        for event in events:
+            doc = event_dict(event)
+            checkpoint = latest.get(event.chain_id)
+            if checkpoint is not None and event.seq <= checkpoint.tree_size:
+                path = inclusion_proof(event.seq - 1, leaves[event.chain_id])
+                doc["proof"] = {
+                    "leaf_index": event.seq - 1,
+                    "tree_size": checkpoint.tree_size,
+                    "proof": [p.hex() for p in path],
+                    "checkpoint": checkpoint.to_dict(),
+                }
+            else:
+                doc["proof"] = None
+            lines.append(json.dumps(doc, ensure_ascii=False))
+            advance(1)
     text = "".join(line + "\n" for line in lines)
     if output is None:
         typer.echo(text, nl=False)
@@ -864,20 +822,9 @@ def audit_replay_spill(
 
 __all__ = [
     "FORMATS",
-    "Action",
-    "AllTime",
-    "Contains",
-    "Digest",
     "FormatOption",
     "HmacKeyEnvOption",
-    "Model",
     "PublicKeyOption",
-    "Rule",
-    "Since",
-    "Stage",
-    "Tenant",
-    "Until",
-    "User",
     "audit_check_proof",
     "audit_checkpoint",
     "audit_consistency",

@@ -121,6 +121,7 @@ def run(
     max_tokens: Annotated[
         int | None, typer.Option("--max-tokens", help="Passed to the generator.")
     ] = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Run PROMPT through a guarded generator and record it in the audit log.
 
@@ -151,7 +152,10 @@ def run(
     with guard, guard_context(tenant=tenant, user=user) as _:
         try:
             result = guarded(value, **options)
-            if isinstance(result, str):
+            if json_output:
+                text = result if isinstance(result, str) else "".join(result)
+                typer.echo(json.dumps({"output": text, "blocked": False, "audit": url}))
+            elif isinstance(result, str):
                 out.print(result)
             else:
                 for chunk in result:
@@ -159,6 +163,17 @@ def run(
                     sys.stdout.flush()
                 sys.stdout.write("\n")
         except Blocked as exc:
+            if json_output:
+                doc = {
+                    "output": exc.released,
+                    "blocked": True,
+                    "stage": exc.verdict.stage.value,
+                    "rules": list(exc.verdict.rule_ids),
+                    "request_id": exc.request_id,
+                    "audit": url,
+                }
+                typer.echo(json.dumps(doc))
+                raise typer.Exit(1) from None
             if exc.released:
                 sys.stdout.write("\n")
             err.print(

@@ -287,9 +287,19 @@ def show(
         bool,
         typer.Option("--resolved", help="The effective policy: bases layered in, defaults shown."),
     ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="The effective policy as JSON (implies --resolved).")
+    ] = False,
 ) -> None:
     """Print a policy: the file as written, or (--resolved) the effective policy as YAML."""
     loaded = load_policy_or_exit(file)
+    if json_output:
+        import json
+
+        doc = loaded.model.model_dump(mode="json", by_alias=True, exclude={"extends", "tests"})
+        doc["digest"] = loaded.digest
+        typer.echo(json.dumps(doc, ensure_ascii=False, indent=2))
+        return
     if not resolved:
         typer.echo(Path(loaded.path).read_text(encoding="utf-8"), nl=False)
         return

@@ -76,10 +76,12 @@ def serve(
         float, typer.Option(min=0.05, help="Seconds between checks of the policy and keys files.")
     ] = 2.0,
     insecure_no_auth: Annotated[
-        bool, typer.Option(help="Serve without API keys (development only).")
+        bool,
+        typer.Option("--insecure-no-auth", help="Serve without API keys (development only)."),
     ] = False,
     no_audit: Annotated[
-        bool, typer.Option(help="Keep no audit log (benchmarks, development only).")
+        bool,
+        typer.Option("--no-audit", help="Keep no audit log (benchmarks, development only)."),
     ] = False,
     header_timeout: Annotated[
         float, typer.Option(min=0.001, help="Seconds a client has to send request headers.")
@@ -93,6 +95,19 @@ def serve(
     keep_alive: Annotated[
         float, typer.Option(min=0.001, help="Seconds an idle keep-alive connection stays open.")
     ] = 5.0,
+    limits: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON file: tenant ('*': others) -> key_rpm, key_tpm, tenant_rpm, tenant_tpm,"
+            " max_prompt_chars."
+        ),
+    ] = None,
+    redis: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL", help="Redis for rate-limit counters shared by workers and replicas."
+        ),
+    ] = None,
 ) -> None:
     """Run the OpenAI-compatible guard proxy in front of an upstream or a generator."""
     setup_cli_logging()
@@ -110,6 +125,12 @@ def serve(
     keys_file = None if insecure_no_auth else _keys_path(keys)
     if keys_file is not None and not keys_file.exists():
         fail(f"no keys file at {keys_file}: create a key with `guardrails keys add`")
+    limits_table: dict[str, dict[str, int]] = {}
+    if limits is not None:
+        try:
+            limits_table = json.loads(limits.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            fail(f"--limits {limits}: {exc}")
     try:
         config = ProxyConfig(
             policy=loaded.path,
@@ -128,6 +149,8 @@ def serve(
             body_timeout_s=body_timeout,
             max_connections=max_connections,
             keep_alive_s=keep_alive,
+            limits=limits_table,
+            redis_url=redis,
         )
     except ProxyConfigError as exc:
         fail(str(exc))

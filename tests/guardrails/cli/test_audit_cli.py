@@ -184,7 +184,7 @@ def log_url(tmp_path) -> str:
 
 
 def _ids(runner, url: str, *args: str) -> list[str]:
-    result = runner.invoke(app, ["audit", "query", "--audit", url, "-f", "jsonl", *args])
+    result = runner.invoke(app, ["audit", "query", "--audit", url, "--format", "jsonl", *args])
     assert result.exit_code == 0, result.output
     return [json.loads(line)["event_id"] for line in result.output.splitlines()]
 
@@ -195,9 +195,9 @@ def test_query_filters_and_formats(runner, log_url):
     assert len(_ids(runner, log_url, "--tenant", "acme")) == 2
     assert len(_ids(runner, log_url, "--rule", "pii.email", "--action", "block")) == 1
     assert _ids(runner, log_url, "--until", "1d") == []
-    as_json = runner.invoke(app, ["audit", "query", "--audit", log_url, "-f", "json"])
+    as_json = runner.invoke(app, ["audit", "query", "--audit", log_url, "--format", "json"])
     assert len(json.loads(as_json.output)) == 3
-    as_csv = runner.invoke(app, ["audit", "query", "--audit", log_url, "-f", "csv"])
+    as_csv = runner.invoke(app, ["audit", "query", "--audit", log_url, "--format", "csv"])
     assert as_csv.output.splitlines()[0].startswith("event_id,created_at")
     assert len(as_csv.output.splitlines()) == 4
     table = runner.invoke(app, ["audit", "query", "--audit", log_url, "--limit", "2"])
@@ -210,7 +210,7 @@ def test_query_filters_and_formats(runner, log_url):
     [
         (["--since", "yesterday-ish"], "expected an ISO time"),
         (["--stage", "middle"], "not one of input, output"),
-        (["-f", "xml"], "choose one of"),
+        (["--format", "xml"], "choose one of"),
         (["--since", "1h", "--until", "2h"], "is not before"),
     ],
 )
