@@ -277,11 +277,38 @@ class MLAttention(nn.Module):
         if cache is not None:
             latent, k_rot = cache.update(self.layer_idx, latent, k_rot)
         s = latent.shape[2]
+        if cache is not None and t == 1 and isinstance(self.kv_b_proj, nn.Linear):
+            return self._absorbed(q_pass, q_rot, latent, k_rot, mask)
         kv = self.kv_b_proj(latent).view(b, s, self.num_heads, -1).transpose(1, 2)
         k_nope, v = kv.split([self.nope, self.v_dim], dim=-1)
         k = torch.cat((k_nope, k_rot.expand(-1, self.num_heads, -1, -1)), dim=-1)
         q = torch.cat((q_pass, q_rot), dim=-1)
         out = _attend(q, k, v, mask, self.scale)
+        return _linear(self.o_proj, out.transpose(1, 2).reshape(b, t, -1))
+
+
+    def _absorbed(
+        self, q_pass: Tensor, q_rot: Tensor, latent: Tensor, k_rot: Tensor, mask: Tensor | None
+    ) -> Tensor:
+        """Attention over the cached latent itself, ``kv_b_proj`` folded into query and output.
+
+        ``q·(W_k c) = (W_kᵀ q)·c`` and ``Σ p·(W_v c) = W_v (Σ p·c)``: a decode step costs
+        O(cached length × latent rank) per head instead of re-expanding every cached latent
+        through ``kv_b_proj`` (DeepSeek-V2's weight absorption).
+        """
+        b, h, t, _ = q_pass.shape
+        w = self.kv_b_proj.weight.view(h, self.nope + self.v_dim, self.kv_rank)
+        w_k, w_v = w[:, : self.nope], w[:, self.nope :]
+        q_latent = torch.einsum("bhtn,hnr->bhtr", q_pass, w_k)
+        query = torch.cat((q_latent, q_rot), dim=-1)
+        key = torch.cat((latent, k_rot), dim=-1).expand(-1, h, -1, -1)
+        value = latent.expand(-1, h, -1, -1)
+        scores = torch.matmul(query, key.transpose(-1, -2)).to(torch.float32) * self.scale
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        probs = scores.softmax(dim=-1).to(value.dtype)
+        out_latent = torch.matmul(probs, value)  # [B, H, T, rank]
+        out = torch.einsum("bhtr,hvr->bhtv", out_latent, w_v)
         return _linear(self.o_proj, out.transpose(1, 2).reshape(b, t, -1))
 
 
