@@ -360,11 +360,24 @@ _SPACED_RE = re.compile(r"\b(?:[^\W_][ .\-_*·•/|]){2,}[^\W_]\b")
 _SPACED_HINT = re.compile(r"[ .\-_*·•/|][^\W_][ .\-_*·•/|]")
 
 
+_SPACED_HINTS = re.compile(r"(?=[ .\-_*·•/|][^\W_][ .\-_*·•/|])")
+
+
 def _join_spaced(text: str) -> list[Edit]:
     if not _SPACED_HINT.search(text):
         return []
     edits: list[Edit] = []
-    for match in _SPACED_RE.finditer(text):
+    # A run starting at s has a hint at s + 1, so trying just before each hint, in order,
+    # finds what a scan of the whole text finds, without visiting every word.
+    last_end = 0
+    for hint in _SPACED_HINTS.finditer(text):
+        start = hint.start() - 1
+        if start < last_end:
+            continue
+        match = _SPACED_RE.match(text, start)
+        if match is None:
+            continue
+        last_end = match.end()
         base = match.start()
         # Separators sit at every odd offset of the run.
         edits.extend((base + i, base + i + 1, "") for i in range(1, match.end() - base, 2))

@@ -469,6 +469,50 @@ def _find_all(text: str, literals: tuple[str, ...], limit: int) -> list[int] | N
     return sorted(set(found))
 
 
+class _LiteralIndex:
+    """Which of many literals occur in a text, in one pass (Hyperscan's literal matcher,
+    when the `hyperscan` package is installed; otherwise one ``in`` test per literal).
+
+    Presence of a UTF-8 encoded literal in the UTF-8 encoded text is presence in the text
+    (UTF-8 is self-synchronizing), so this is exact, not a heuristic.
+    """
+
+    #: Below this many characters, ``in`` tests are cheaper than a Hyperscan call.
+    MIN_CHARS = 2048
+
+    def __init__(self, literals: set[str]) -> None:
+        self.literals = sorted(literals)
+        self._database: Any = None
+        try:
+            hyperscan = importlib.import_module("hyperscan")
+        except ImportError:  # optional: the plain path is always correct
+            return
+        try:
+            database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+            database.compile(
+                expressions=[s.encode("utf-8", "surrogatepass") for s in self.literals],
+                ids=list(range(len(self.literals))),
+                elements=len(self.literals),
+                flags=[hyperscan.HS_FLAG_SINGLEMATCH] * len(self.literals),
+                literal=True,
+            )
+        except Exception:  # any compile failure: fall back to `in` tests
+            return
+        self._database = database
+
+    def present(self, text: str) -> set[str] | None:
+        """The literals found in ``text``; None when the plain path should be used."""
+        if self._database is None or len(text) < self.MIN_CHARS:
+            return None
+        found: set[int] = set()
+
+        def on_match(index: int, _start: int, _end: int, _flags: int, _ctx: object) -> None:
+            found.add(index)
+
+        self._database.scan(text.encode("utf-8", "surrogatepass"), match_event_handler=on_match)
+        return {self.literals[i] for i in found}
+
+
 class RuleEngine:
     """Runs a policy's pattern and keyword rules. Thread-safe: it keeps no per-call state.
 
@@ -504,6 +548,14 @@ class RuleEngine:
             prepare(compiled.view)
             for stage in rule.applies_to:
                 self._by_stage[stage].append(compiled)
+        self._literal_index: dict[tuple[Stage, tuple[Step, ...]], _LiteralIndex] = {}
+        for stage, compiled_rules in self._by_stage.items():
+            wanted: dict[tuple[Step, ...], set[str]] = {}
+            for compiled in compiled_rules:
+                if compiled.shape.required:
+                    wanted.setdefault(compiled.view, set()).update(compiled.shape.required)
+            for steps, literals in wanted.items():
+                self._literal_index[(stage, steps)] = _LiteralIndex(literals)
 
     def rules_for(self, stage: Stage) -> list[CompiledRule]:
         """The enabled pattern/keyword rules of ``stage``, in policy order."""
@@ -532,6 +584,7 @@ class RuleEngine:
         views: dict[tuple[Step, ...], NormalizedText] = {}
         folded: dict[tuple[Step, ...], str | None] = {}
         settle: dict[tuple[Step, ...], int] = {}
+        present: dict[tuple[Step, ...], set[str] | None] = {}
         for compiled in self._by_stage[stage]:
             if deadline is not None and time.monotonic() >= deadline:
                 result.findings.append(self._deadline_finding())
@@ -539,6 +592,21 @@ class RuleEngine:
             view = views.get(compiled.view)
             if view is None:
                 view = views[compiled.view] = self._view(text, compiled.view, views)
+            required = compiled.shape.required
+            if required is not None and self.skip and not partial:
+                # Every match contains one of these: none in the text, no match (a stream
+                # still looks, since a match may be on its way).
+                low = self._folded(view, compiled.view, folded)
+                if low is not None:
+                    if compiled.view not in present:
+                        index = self._literal_index.get((stage, compiled.view))
+                        present[compiled.view] = index.present(low) if index else None
+                    found = present[compiled.view]
+                    if found is not None:
+                        if found.isdisjoint(required):
+                            continue
+                    elif not any(literal in low for literal in required):
+                        continue
             try:
                 self._run(compiled, view, result, partial, start, deadline, folded, settle)
             except _DeadlineError:
@@ -546,6 +614,17 @@ class RuleEngine:
                 break
         result.findings.sort(key=lambda f: (f.span.start if f.span else -1, f.rule_id))
         return result
+
+    @staticmethod
+    def _folded(
+        view: NormalizedText, steps: tuple[Step, ...], folded: dict[tuple[Step, ...], str | None]
+    ) -> str | None:
+        """The view's text case-folded (cached per view); None if folding changed its length,
+        so offsets in it would lie."""
+        if steps not in folded:
+            low = _fold(view.text)
+            folded[steps] = low if len(low) == len(view.text) else None
+        return folded[steps]
 
     def _deadline_finding(self) -> Finding:
         return self.error_finding("check_timeout", "the check ran past its deadline")
@@ -668,11 +747,7 @@ class RuleEngine:
         if not self.skip or shape.min_width == 0 or (literals is None and not windowed):
             yield from pattern.finditer(text, view_start, end, timeout=self._left(hard_end))
             return
-        if compiled.view not in folded:
-            low = _fold(text)
-            # Folding should keep the length; if it cannot, offsets would lie: scan all.
-            folded[compiled.view] = low if len(low) == len(text) else None
-        low_text = folded[compiled.view]
+        low_text = self._folded(view, compiled.view, folded)
         if low_text is None:
             yield from pattern.finditer(text, view_start, end, timeout=self._left(hard_end))
             return
@@ -699,7 +774,7 @@ class RuleEngine:
         assert required is not None
         assert longest is not None
         assert reach is not None
-        found = _find_all(low_text, required, min(limit, size // (4 * (longest + reach)) + 1))
+        found = _find_all(low_text, required, size // max(longest + reach, 256) + 1)
         if found is None:
             # The literal is common here: windows would cost more than one plain scan.
             yield from pattern.finditer(text, view_start, end, timeout=self._left(hard_end))

@@ -207,3 +207,16 @@ def test_check_timeout_ms_is_a_policy_setting_handled_by_on_error():
     verdict = opened.check("a" * 5000, Stage.INPUT)
     assert verdict.action is Action.FLAG
     assert "check_timeout" in verdict.rule_ids
+
+
+@pytest.mark.parametrize("name", PACKS)
+@pytest.mark.parametrize("filler", ["lorem ipsum ", "1.2:3 ", "中文 "])
+def test_long_texts_use_the_literal_index_soundly(name, filler):
+    """Past 2 KB the engine asks a one-pass literal index which rules can match at all; on
+    long texts holding every inline test of the pack, findings still equal a full scan."""
+    fast, full = ENGINES[name]
+    seeds = [seed.text for seed in SEEDS if seed.pack == name] or [seed.text for seed in SEEDS]
+    text = filler * (2100 // len(filler)) + " ".join(seeds)
+    assert len(text) > 2048
+    for stage in Stage:
+        assert fast.scan(text, stage).findings == full.scan(text, stage).findings

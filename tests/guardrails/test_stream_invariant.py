@@ -4,6 +4,8 @@ into random chunks, one-character chunks included."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -64,7 +66,7 @@ def _chunked(draw: st.DrawFn, text: str) -> list[str]:
         return list(text)  # one character at a time
     cuts = sorted(set(draw(st.lists(st.integers(1, max(1, len(text) - 1)), max_size=12))))
     bounds = [0, *[c for c in cuts if 0 < c < len(text)], len(text)]
-    return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [text[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 _PAD = st.sampled_from(["", " ", "IBAN ", "Note: ", "x", "\n\n", "ok 12 ", "D", "a@", "+1 "])
