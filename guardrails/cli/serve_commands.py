@@ -24,6 +24,7 @@ from guardrails.cli.common import (
     out,
     setup_cli_logging,
 )
+from guardrails.cli.serve_config import SERVE_CONTEXT, load_serve_config, uvicorn_log_config
 
 keys_app = typer.Typer(help="Manage the proxy's client API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -41,8 +42,20 @@ def _keys_path(keys: Path | None) -> Path:
     return keys or Path(os.environ.get("GUARDRAILS_KEYS_FILE") or "guardrails-keys.json")
 
 
-@app.command("serve")
+@app.command("serve", context_settings=SERVE_CONTEXT)
 def serve(
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            envvar="GUARDRAILS_CONFIG",
+            is_eager=True,
+            callback=load_serve_config,
+            help="YAML file of serve options (option-name: value). Precedence: command line,"
+            " then GUARDRAILS_<OPTION> environment variables, then this file, then defaults.",
+        ),
+    ] = None,
     policy: PolicyOption = None,
     upstream: Annotated[
         str | None,
@@ -176,6 +189,7 @@ def serve(
             fd=sock.fileno(),
             workers=workers,
             log_level=os.environ.get("GUARDRAILS_LOG_LEVEL", "warning").lower(),
+            log_config=uvicorn_log_config(os.environ.get("GUARDRAILS_LOG_LEVEL", "warning")),
             access_log=False,
             **uvicorn_options(config),
         )

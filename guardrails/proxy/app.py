@@ -32,6 +32,7 @@ from guardrails.logs import get_logger
 from guardrails.proxy.config import ProxyConfig
 from guardrails.proxy.errors import ProxyHTTPError, error_body, error_type_for
 from guardrails.proxy.keys import KeyRing
+from guardrails.proxy.limits import limiter_for, parse_limits
 from guardrails.proxy.metrics import Metrics
 from guardrails.proxy.pipeline import REQUEST_ID_HEADER, Caller
 from guardrails.proxy.policies import PolicyRegistry, ReloadWatcher
@@ -287,6 +288,9 @@ def create_app(config: ProxyConfig) -> FastAPI:
         audit_probe=AuditProbe(config.audit, timeout_s=config.audit_probe_timeout_s)
         if config.audit is not None
         else None,
+        limiter=limiter_for(
+            parse_limits(config.limits), config.redis_url, prefix=config.redis_prefix
+        ),
     )
 
     @contextlib.asynccontextmanager
@@ -315,6 +319,8 @@ def create_app(config: ProxyConfig) -> FastAPI:
                 await asyncio.to_thread(state.audit_reader.close)
             if state.audit_probe is not None:
                 await asyncio.to_thread(state.audit_probe.close)
+            if state.limiter is not None:
+                await state.limiter.close()
 
     app = FastAPI(
         title="guardrails proxy",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from guardrails.exceptions import GuardrailsError
@@ -58,6 +58,11 @@ class ProxyConfig:
     body_timeout_s: float = 30.0
     keep_alive_s: float = 5.0
     max_connections: int = 1024
+    #: tenant (``"*"``: any other) -> ``{key_rpm, key_tpm, tenant_rpm, tenant_tpm,
+    #: max_prompt_chars}`` (see `guardrails.proxy.limits`)
+    limits: dict[str, dict[str, int]] = field(default_factory=dict)
+    redis_url: str | None = None
+    redis_prefix: str = "guardrails:limits"
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -81,6 +86,16 @@ class ProxyConfig:
         ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)!r}")
+        from guardrails.proxy.limits import parse_limits
+
+        try:
+            parse_limits(self.limits)
+        except ValueError as exc:
+            problems.append(str(exc))
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            problems.append(f"redis_url must be a redis:// URL, got {self.redis_url!r}")
         if problems:
             raise ProxyConfigError("; ".join(problems))
 

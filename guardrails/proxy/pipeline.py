@@ -453,6 +453,8 @@ class GuardedStreamResponse:
     def __init__(self, guarded: GuardedCall, include_usage: bool) -> None:
         self.guarded = guarded
         self.include_usage = include_usage
+        #: characters of output released so far (for token accounting)
+        self.released_chars = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         g = self.guarded
@@ -509,6 +511,10 @@ class GuardedStreamResponse:
             await self._send_error(send, error)
             return
         await self._start(send, headers)
+        self.released_chars = sum(
+            len(c.get("text") or (c.get("message") or {}).get("content") or "")
+            for c in body["choices"]
+        )
         for chunk in chunks_of(g.route, body):
             await self._emit(send, chunk)
         if self.include_usage and body.get("usage") is not None:
@@ -591,6 +597,7 @@ class GuardedStreamResponse:
                 held.append(piece)
                 return
             sent.append(piece)
+            self.released_chars += len(piece)
             await self._emit(send, self._chunk(call, {**role, "content": piece}, None))
             role.clear()
 
@@ -652,6 +659,7 @@ class GuardedStreamResponse:
                     {"index": i, **c} for i, c in enumerate(message["tool_calls"])
                 ]
             if delta:
+                self.released_chars += sum(len(v) for v in delta.values() if isinstance(v, str))
                 await self._emit(send, self._chunk(call, delta, None))
             finish = str(choice.get("finish_reason") or "stop")
         last = self._chunk(call, None, finish)

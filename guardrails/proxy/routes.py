@@ -19,6 +19,7 @@ from guardrails.exceptions import GuardInputError, PolicyError
 from guardrails.policy import AuditOutage, OnError
 from guardrails.proxy.errors import ProxyHTTPError
 from guardrails.proxy.keys import ALL_TENANTS
+from guardrails.proxy.limits import RateLimiter, estimate_tokens
 from guardrails.proxy.pipeline import (
     CHAT,
     COMPLETIONS,
@@ -153,21 +154,46 @@ async def _completion(
         upstream=state.upstream,
         observe_upstream=observe_upstream,
     )
+    limiter = state.limiter
+    if limiter is not None:
+        await limiter.admit(caller, len(guarded.prompt.joined))
     if stream:
-        return _StreamAdapter(guarded.stream_response(include_usage))
+        return _StreamAdapter(guarded.stream_response(include_usage), limiter, caller)
     body, headers = await guarded.run()
+    if limiter is not None:
+        await limiter.charge(caller, completion_tokens(body))
     return JSONResponse(body, headers=headers)
+
+
+def completion_tokens(body: dict[str, Any]) -> int:
+    """The completion's tokens: the upstream's count, else an estimate from the text."""
+    usage = body.get("usage")
+    if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+        return int(usage["completion_tokens"])
+    chars = 0
+    for choice in body.get("choices", []):
+        message = choice.get("message") or {}
+        chars += len(choice.get("text") or message.get("content") or "")
+    return estimate_tokens(chars)
 
 
 class _StreamAdapter(Response):
     """Lets FastAPI return a raw ASGI response object from a route."""
 
-    def __init__(self, inner: GuardedStreamResponse) -> None:
+    def __init__(
+        self, inner: GuardedStreamResponse, limiter: RateLimiter | None, caller: Caller
+    ) -> None:
         self.inner = inner
+        self.limiter = limiter
+        self.caller = caller
         self.background = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.inner(scope, receive, send)
+        try:
+            await self.inner(scope, receive, send)
+        finally:
+            if self.limiter is not None and self.inner.released_chars:
+                await self.limiter.charge(self.caller, estimate_tokens(self.inner.released_chars))
 
 
 @router.post("/v1/chat/completions", tags=["openai"])
@@ -218,7 +244,8 @@ async def moderations(body: ModerationRequest, request: Request) -> JSONResponse
     """OpenAI moderation format; categories are the policy's rule categories, scores come
     from the rules (1.0 when a rule matched) and the classifier (its score)."""
     state = _state(request)
-    slot = await _slot(state, _caller(request))
+    caller = _caller(request)
+    slot = await _slot(state, caller)
     inputs = [body.input] if isinstance(body.input, str) else body.input
     if not inputs or len(inputs) > _MAX_MODERATION_INPUTS:
         raise ProxyHTTPError(
@@ -227,6 +254,8 @@ async def moderations(body: ModerationRequest, request: Request) -> JSONResponse
             param="input",
             code="invalid_input",
         )
+    if state.limiter is not None:
+        await state.limiter.admit(caller, sum(len(text) for text in inputs))
     guard = slot.guard
     categories = sorted({rule.category for rule in guard.policy.rules if rule.enabled})
     # each input checked in the guard's worker pool, off the event loop

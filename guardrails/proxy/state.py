@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from guardrails.proxy.config import ProxyConfig
 from guardrails.proxy.keys import KeyRing
+from guardrails.proxy.limits import RateLimiter
 from guardrails.proxy.metrics import Metrics
 from guardrails.proxy.policies import PolicyRegistry
 from guardrails.proxy.readiness import AuditProbe
@@ -31,6 +32,7 @@ class ProxyState:
     keys: KeyRing | None = None
     audit_reader: AuditStore | None = None
     audit_probe: AuditProbe | None = None
+    limiter: RateLimiter | None = None
     ready: bool = False
     models_cache: tuple[float, list[str]] | None = field(default=None)
 
