@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import queue
 import socket
+import sqlite3
+import sys
 import threading
-import time
 from collections.abc import Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
@@ -133,8 +135,68 @@ _STOP = object()
 
 
 def _is_outage(exc: Exception) -> bool:
-    """True for failures of reaching the store (what spill mode absorbs), not of the data."""
-    return isinstance(exc, OperationalError | InterfaceError | DisconnectionError)
+    """True for failures of reaching the store (what spill mode absorbs), not of the data.
+
+    The hot path inserts through the driver's own cursor, so the driver's exception classes
+    (which SQLAlchemy would have wrapped) count too.
+    """
+    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        return True
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(
+        exc, psycopg.OperationalError | psycopg.InterfaceError
+    )
+
+
+_COLUMNS: tuple[str, ...] = tuple(c.name for c in EVENTS.columns if c.name != "purged_at")
+_JSON_COLUMNS = frozenset({"findings", "timings_ms", "metadata"})
+_SQL: dict[str, str] = {}
+
+
+def _insert_sql(dialect: str) -> str:
+    """The INSERT of one events row in the driver's own parameter style (built once)."""
+    if dialect not in _SQL:
+        names = ", ".join(f'"{c}"' for c in _COLUMNS)
+        if dialect == "sqlite":
+            marks = ", ".join("?" for _ in _COLUMNS)
+        else:
+            marks = ", ".join("%s::jsonb" if c in _JSON_COLUMNS else "%s" for c in _COLUMNS)
+        _SQL[dialect] = f"INSERT INTO {EVENTS.name} ({names}) VALUES ({marks})"
+    return _SQL[dialect]
+
+
+def _sqlite_time(value: datetime) -> str:
+    # SQLAlchemy's SQLite DATETIME storage format, naive UTC (see audit.schema.UTCDateTime).
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` with one executemany on the driver's own cursor, inside ``conn``'s
+    transaction: no SQLAlchemy type processing per row (the hot path; psycopg pipelines
+    the statements, one round trip for the batch). Other dialects go through Core."""
+    dialect = conn.dialect.name
+    if dialect not in ("sqlite", "postgresql"):
+        conn.execute(insert(EVENTS), rows)
+        return
+    sqlite = dialect == "sqlite"
+    params = []
+    for row in rows:
+        values: list[Any] = []
+        for name in _COLUMNS:
+            value = row[name]
+            if name in _JSON_COLUMNS:
+                value = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            elif name == "created_at" and sqlite:
+                value = _sqlite_time(value)
+            values.append(value)
+        params.append(tuple(values))
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.executemany(_insert_sql(dialect), params)
+    finally:
+        cursor.close()
 
 
 class AuditWriter:
@@ -508,7 +570,7 @@ class AuditWriter:
                     replayed = apply_rows(conn, self.chain_id, spill.rows + rows, self._header)
                 else:
                     self._move_head(conn, rows[-1]["seq"], rows[-1]["hash"])
-                    conn.execute(insert(EVENTS), rows)
+                    _insert_rows(conn, rows)
         except Exception as exc:  # every failure goes to the callers, none is swallowed
             self._drop_connection()
             _log.warning(
@@ -546,9 +608,6 @@ class AuditWriter:
             self._retry_spill()
         for pending, receipt in zip(batch, receipts, strict=True):
             pending.future.set_result(receipt)
-        # Let the callers just released run (and queue their next events) before this
-        # thread drains the queue again: fuller batches, fewer fsyncs per event.
-        time.sleep(0)
 
     def _spill_batch(self, spill: SpillFile, batch: list[_Pending], exc: Exception) -> None:
         """Chain ``batch`` from the in-memory head into the spill file; acknowledge it."""
