@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-torch = pytest.importorskip("torch")
+import torch
 
 
 def _tiny_configs() -> dict[str, tuple[Any, Any]]:

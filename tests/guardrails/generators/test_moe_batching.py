@@ -6,10 +6,8 @@ import threading
 
 import pytest
 
-torch = pytest.importorskip("torch")
-
-from guardrails.generators.moe import GenerationError, load_pretrained  # noqa: E402
-from guardrails.generators.moe.batching import BatchingEngine  # noqa: E402
+from guardrails.generators.moe import GenerationError, load_pretrained
+from guardrails.generators.moe.batching import BatchingEngine
 
 PROMPTS = [
     "The guard",

@@ -6,9 +6,7 @@ import re
 
 import pytest
 
-torch = pytest.importorskip("torch")
-
-from guardrails.generators.moe import (  # noqa: E402
+from guardrails.generators.moe import (
     BUNDLED_DIR,
     BUNDLED_NAME,
     bundled_available,

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from guardrails.generators import ModelGenerator  # noqa: E402
-from guardrails.generators.moe import GenerationError  # noqa: E402
-from guardrails.generators.moe.generation import (  # noqa: E402
+from guardrails.generators import ModelGenerator
+from guardrails.generators.moe import GenerationError
+from guardrails.generators.moe.generation import (
     SamplingParams,
     generate_ids,
     sample_next,

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from guardrails.generators.moe import load_pretrained  # noqa: E402
-from guardrails.generators.moe.loading import load_model  # noqa: E402
-from guardrails.generators.moe.quantization import (  # noqa: E402
+from guardrails.generators.moe import load_pretrained
+from guardrails.generators.moe.loading import load_model
+from guardrails.generators.moe.quantization import (
     Int8Experts,
     Int8Linear,
     is_quantized,

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-torch = pytest.importorskip("torch")
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from guardrails.generators.moe.config import MoEConfig  # noqa: E402
-from guardrails.generators.moe.routing import Experts, MoEBlock, TopKRouter  # noqa: E402
+from guardrails.generators.moe.config import MoEConfig
+from guardrails.generators.moe.routing import Experts, MoEBlock, TopKRouter
 
 
 def _naive(experts: Experts, x, idx, weights):

@@ -7,12 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from typer.testing import CliRunner
 
-torch = pytest.importorskip("torch")
-from typer.testing import CliRunner  # noqa: E402
-
-from guardrails.generators.moe import load_pretrained  # noqa: E402
-from guardrails.generators.moe.training import TrainSettings, train  # noqa: E402
+from guardrails.generators.moe import load_pretrained
+from guardrails.generators.moe.training import TrainSettings, train
 
 TINY = {
     "batch_size": 4,
@@ -97,3 +95,70 @@ def test_importing_the_packages_does_not_import_torch():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def _skewed_block():
+    import torch
+
+    from guardrails.generators.moe.config import MoEConfig
+    from guardrails.generators.moe.routing import MoEBlock
+
+    cfg = MoEConfig(
+        vocab_size=16,
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=1,
+        head_dim=8,
+        intermediate_size=16,
+        moe_intermediate_size=8,
+        num_experts=8,
+        num_experts_per_tok=2,
+        router_score="sigmoid",
+    )
+    g = torch.Generator().manual_seed(0)
+    block = MoEBlock(cfg).train()
+    with torch.no_grad():
+        block.gate.weight.copy_(torch.randn(8, 16, generator=g))
+        block.gate.weight[:2] += 2.0  # experts 0 and 1 win for most tokens
+    x = torch.randn(256, 16, generator=g) + 0.5
+    return block, x
+
+
+def test_bias_update_balances_expert_load():
+    """DeepSeek-V3's bias update drives a skewed router's load CV down by more than half."""
+    import torch
+
+    from guardrails.generators.moe.training import load_cv
+
+    block, x = _skewed_block()
+    with torch.no_grad():
+        block(x)
+        before = load_cv(block.expert_counts)
+        for _ in range(300):
+            block(x)
+            block.update_balance_bias(0.01)
+        block(x)
+        after = load_cv(block.expert_counts)
+    assert before > 0.5
+    assert after < before / 2
+    # the bias steers the choice only: the weights of the chosen experts are unbiased scores
+    assert float(block.gate.e_score_correction_bias[0]) < 0
+
+
+def test_bias_balancing_needs_sigmoid_routing():
+    """balance='bias' with softmax routing is refused (the bias only steers sigmoid routing)."""
+    with pytest.raises(ValueError, match="sigmoid"):
+        TrainSettings(balance="bias")
+
+
+def test_training_with_sigmoid_routing_and_bias_balancing(tmp_path, corpus):
+    """A sigmoid-routed run with bias balancing learns, reports load CV, saves the bias."""
+    settings = TrainSettings(steps=40, lr=1e-2, router="sigmoid", balance="bias", **TINY)
+    report = train(tmp_path / "ckpt", settings=settings, corpus=corpus, plots=False)
+    assert sum(report.losses[-5:]) / 5 < sum(report.losses[:5]) / 5 - 0.5
+    assert len(report.expert_load_cv) == 2
+    gen = load_pretrained(tmp_path / "ckpt")
+    assert gen.model.config.router_score == "sigmoid"
+    biases = [m.gate.e_score_correction_bias for m in gen.model.modules() if hasattr(m, "gate")]
+    assert any(bool(b.abs().sum() > 0) for b in biases)
