@@ -166,6 +166,19 @@ class MoEBlock(nn.Module):
         self.expert_counts: Tensor | None = None
         self.record_load = False
 
+    def update_balance_bias(self, rate: float) -> None:
+        """DeepSeek-V3's auxiliary-loss-free balancing, after a training step.
+
+        Each expert's routing bias moves by ``rate`` towards balance: up when it got fewer
+        assignments than the mean in the last forward, down when it got more. The bias only
+        steers which experts are chosen (sigmoid routing), never their weights.
+        """
+        if self.expert_counts is None:
+            return
+        counts = self.expert_counts.to(torch.float32)
+        bias = self.gate.e_score_correction_bias
+        bias += rate * torch.sign(counts.mean() - counts)
+
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])

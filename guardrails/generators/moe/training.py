@@ -14,12 +14,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from guardrails.generators.moe.config import MoEConfig
 from guardrails.generators.moe.loading import TOKENIZER_FILE, save_checkpoint
 from guardrails.generators.moe.model import MoEForCausalLM
+from guardrails.generators.moe.routing import MoEBlock
 from guardrails.generators.moe.tokenizer import EOS_TOKEN, BPETokenizer, train_bpe
 
 DEFAULT_CORPUS_NAME = (
@@ -50,14 +52,32 @@ class TrainSettings:
     shared_intermediate_size: int = 128
     max_position_embeddings: int = 512
     aux_loss_coef: float = 0.01
+    router: Literal["softmax", "sigmoid"] = "softmax"
+    balance: Literal["aux_loss", "bias"] = "aux_loss"
+    bias_update_rate: float = 1e-3
     holdout_every: int = 20
     eval_every: int = 250
     seed: int = 0
     threads: int = 2
     max_seconds: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.router not in ("softmax", "sigmoid"):
+            raise ValueError(f"router must be 'softmax' or 'sigmoid', got {self.router!r}")
+        if self.balance not in ("aux_loss", "bias"):
+            raise ValueError(f"balance must be 'aux_loss' or 'bias', got {self.balance!r}")
+        if self.balance == "bias" and self.router != "sigmoid":
+            raise ValueError("balance='bias' (DeepSeek-V3's bias update) needs router='sigmoid'")
+        if not self.bias_update_rate > 0:
+            raise ValueError(f"bias_update_rate must be > 0, got {self.bias_update_rate!r}")
+
     def model_config(self, vocab_size: int, eos_token_id: int | None) -> MoEConfig:
-        """The bundled architecture: GQA attention, top-k fine-grained experts + shared."""
+        """The bundled architecture: GQA attention, top-k fine-grained experts + shared.
+
+        ``router="sigmoid"`` gives DeepSeek-V3's sigmoid gating; with ``balance="bias"`` the
+        load is balanced by the per-expert bias update instead of the auxiliary loss (whose
+        coefficient is then 0; it is still computed, for the log).
+        """
         return MoEConfig(
             vocab_size=vocab_size,
             hidden_size=self.hidden_size,
@@ -72,7 +92,8 @@ class TrainSettings:
             shared_intermediate_size=self.shared_intermediate_size,
             max_position_embeddings=self.max_position_embeddings,
             tie_word_embeddings=True,
-            aux_loss_coef=self.aux_loss_coef,
+            router_score=self.router,
+            aux_loss_coef=0.0 if self.balance == "bias" else self.aux_loss_coef,
             eos_token_id=eos_token_id,
         )
 
@@ -93,6 +114,7 @@ class TrainReport:
     losses: list[float] = field(default_factory=list)
     evals: list[tuple[int, float]] = field(default_factory=list)
     expert_load: list[list[float]] = field(default_factory=list)
+    expert_load_cv: list[float] = field(default_factory=list)
 
 
 def default_corpus() -> list[str]:
@@ -247,6 +269,11 @@ def train(
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if settings.balance == "bias":
+            with torch.no_grad():
+                for block in model.modules():
+                    if isinstance(block, MoEBlock):
+                        block.update_balance_bias(settings.bias_update_rate)
         report.losses.append(float(ce.detach()))
         counts = model.expert_counts()
         if not load:
@@ -265,6 +292,7 @@ def train(
     report.heldout_loss = evaluate(model, held_data, seq_len=settings.seq_len)
     report.heldout_perplexity = math.exp(report.heldout_loss)
     report.expert_load = [(acc / acc.sum().clamp(min=1)).tolist() for acc in load]
+    report.expert_load_cv = [load_cv(acc) for acc in load]
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, out)
@@ -274,6 +302,13 @@ def train(
     if plots:
         write_plots(report, out)
     return report
+
+
+def load_cv(counts: torch.Tensor) -> float:
+    """Coefficient of variation of per-expert load (0 is perfectly balanced)."""
+    c = counts.to(torch.float64)
+    mean = c.mean()
+    return float(c.std(correction=0) / mean) if mean > 0 else 0.0
 
 
 def _init_weights(model: MoEForCausalLM) -> None:
