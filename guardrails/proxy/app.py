@@ -42,6 +42,7 @@ from guardrails.proxy.state import ProxyState
 from guardrails.proxy.upstream import GeneratorUpstream, HTTPUpstream, Upstream
 
 log = get_logger("guardrails.proxy")
+access_log = get_logger("guardrails.access")
 
 _ROUTE_LABELS = frozenset(
     {
@@ -162,8 +163,15 @@ class ProxyMiddleware:
             metrics.inc(
                 "guardrails_requests_total", (("route", route), ("status", str(status_seen[0])))
             )
-            metrics.observe(
-                "guardrails_request_seconds", time.perf_counter() - started, (("route", route),)
+            elapsed = time.perf_counter() - started
+            metrics.observe("guardrails_request_seconds", elapsed, (("route", route),))
+            access_log.info(  # the access log: one line per request, with its request id
+                "http_request",
+                request_id=request_id,
+                method=scope.get("method", ""),
+                path=path,
+                status=status_seen[0],
+                duration_ms=round(elapsed * 1000, 3),
             )
 
     async def _bounded_body(self, scope: Scope, receive: Receive) -> Receive | None:
@@ -260,6 +268,7 @@ def _make_upstream(config: ProxyConfig) -> Upstream:
             timeout_s=config.upstream_timeout_s,
             connect_timeout_s=config.upstream_connect_timeout_s,
             pool_size=config.upstream_pool_size,
+            keepalive_s=config.upstream_keepalive_s,
         )
     from guardrails.generators.loading import load_generator
 
