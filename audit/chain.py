@@ -7,10 +7,11 @@ Events written since migration 0004 (``body_digest`` set) hash as *header + body
     hash        = SHA-256 (HMAC-SHA256 when keyed) of
                   {"body":"<body_digest>","chain":{...},"header":{...every other field...},"v":2}
 
-so a retention purge can drop the body (the purgeable `BODY_FIELDS`) and keep the
-``body_digest``: every header field of a purged row stays verifiable. The event id salts the
-body digest, and a keyed store keys it, so the digest of a purged body does not give away
-short prompts to a dictionary.
+(canonical JSON here is orjson's: sorted keys, compact, UTF-8 without ASCII escaping, of
+the normalised values described below), so a retention purge can drop the body (the
+purgeable `BODY_FIELDS`) and keep the ``body_digest``: every header field of a purged row
+stays verifiable. The event id salts the body digest, and a keyed store keys it, so the
+digest of a purged body does not give away short prompts to a dictionary.
 
 Rows written before 0004 (``body_digest`` NULL) keep the original encoding: their hash is
 SHA-256 (HMAC-SHA256 when a key is given) over the UTF-8 bytes of::
@@ -35,6 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from audit.event import AuditEvent
 from audit.exceptions import AuditEventError
@@ -96,32 +99,83 @@ HEADER_FIELDS: tuple[str, ...] = tuple(f for f in CONTENT_FIELDS if f not in BOD
 _EXACT_INT_LIMIT = 2**53
 
 
-def _normalise(value: Any, where: str) -> Any:
-    """Return ``value`` as JSON-ready data whose encoding survives SQLite and JSONB."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise AuditEventError(f"{where}: NUL character in text (PostgreSQL cannot store it)")
+class _NotJSONError(Exception):
+    """A value that cannot be recorded; ``path`` is filled in on the way out."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path: list[str] = []
+
+
+_NUL = "NUL character in text (PostgreSQL cannot store it)"
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, bool):
         return value
     if isinstance(value, int):
-        return value if abs(value) <= _EXACT_INT_LIMIT else float(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise AuditEventError(f"{where}: {value!r} is not a JSON number")
-        if value.is_integer() and abs(value) <= _EXACT_INT_LIMIT:
-            return int(value)
+        return value if -_EXACT_INT_LIMIT <= value <= _EXACT_INT_LIMIT else float(value)
+    if not math.isfinite(value):
+        raise _NotJSONError(f"{value!r} is not a JSON number")
+    if value.is_integer() and abs(value) <= _EXACT_INT_LIMIT:
+        return int(value)
+    return value
+
+
+def _norm(value: Any) -> Any:
+    # Exact-type checks first (the hot path: this runs on every field of every event).
+    kind = type(value)
+    if kind is str:
+        if "\x00" in value:
+            raise _NotJSONError(_NUL)
         return value
-    if isinstance(value, Mapping):
+    if value is None or kind is bool:
+        return value
+    if kind is int or kind is float:
+        return _number(value)
+    if kind is dict or isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for key, item in value.items():
             if not isinstance(key, str):
-                raise AuditEventError(f"{where}: key {key!r} is not a string")
-            out[_normalise(key, where)] = _normalise(item, f"{where}.{key}")
+                raise _NotJSONError(f"key {key!r} is not a string")
+            if "\x00" in key:
+                raise _NotJSONError(_NUL)
+            try:
+                out[key] = _norm(item)
+            except _NotJSONError as bad:
+                bad.path.append(f".{key}")
+                raise
         return out
-    if isinstance(value, list | tuple):
-        return [_normalise(item, f"{where}[{i}]") for i, item in enumerate(value)]
-    raise AuditEventError(f"{where}: {type(value).__name__} value {value!r} is not JSON data")
+    if kind is list or kind is tuple or isinstance(value, list | tuple):
+        items: list[Any] = []
+        for i, item in enumerate(value):
+            try:
+                items.append(_norm(item))
+            except _NotJSONError as bad:
+                bad.path.append(f"[{i}]")
+                raise
+        return items
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise _NotJSONError(_NUL)
+        return value
+    if isinstance(value, int | float):
+        return _number(value)
+    raise _NotJSONError(f"{type(value).__name__} value {value!r} is not JSON data")
+
+
+def _normalise(value: Any, where: str) -> Any:
+    """Return ``value`` as JSON-ready data whose encoding survives SQLite and JSONB.
+
+    Raises:
+        AuditEventError: naming the field path (``where`` and below) and the problem.
+    """
+    try:
+        return _norm(value)
+    except _NotJSONError as bad:
+        path = "".join(reversed(bad.path))
+        raise AuditEventError(f"{where}{path}: {bad.message}") from None
 
 
 def _timestamp(value: Any) -> str:
@@ -178,12 +232,11 @@ def _digest(data: bytes, hmac_key: bytes | None) -> str:
 
 
 def _canonical(doc: dict[str, Any]) -> str:
-    encoded = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Sorted-key compact JSON (orjson: UTF-8, no ASCII escaping) of normalised data."""
     try:
-        encoded.encode()
-    except UnicodeEncodeError as exc:
+        return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError as exc:
         raise AuditEventError(f"text is not encodable as UTF-8: {exc}") from exc
-    return encoded
 
 
 def header_json_from_mapping(fields: Mapping[str, Any]) -> str:
@@ -223,11 +276,7 @@ def chain_hash_v2(
     hmac_key: bytes | None,
 ) -> str:
     """The hex hash of one chained event in the header + body-digest encoding."""
-    chain = json.dumps(
-        {"chain_id": chain_id, "prev_hash": prev_hash, "seq": seq},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    chain = _canonical({"chain_id": chain_id, "prev_hash": prev_hash, "seq": seq})
     data = f'{{"body":"{body_digest}","chain":{chain},"header":{header},"v":2}}'
     return _digest(data.encode(), hmac_key)
 
