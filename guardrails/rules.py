@@ -29,6 +29,7 @@ import functools
 import hashlib
 import importlib
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -499,6 +500,9 @@ class _LiteralIndex:
         except Exception:  # any compile failure: fall back to `in` tests
             return
         self._database = database
+        self._scratch_type = hyperscan.Scratch
+        # Hyperscan's scratch space must not be shared by concurrent scans: one per thread.
+        self._local = threading.local()
 
     def present(self, text: str) -> set[str] | None:
         """The literals found in ``text``; None when the plain path should be used."""
@@ -509,7 +513,12 @@ class _LiteralIndex:
         def on_match(index: int, _start: int, _end: int, _flags: int, _ctx: object) -> None:
             found.add(index)
 
-        self._database.scan(text.encode("utf-8", "surrogatepass"), match_event_handler=on_match)
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = self._scratch_type(self._database)
+        self._database.scan(
+            text.encode("utf-8", "surrogatepass"), match_event_handler=on_match, scratch=scratch
+        )
         return {self.literals[i] for i in found}
 
 

@@ -220,3 +220,27 @@ def test_long_texts_use_the_literal_index_soundly(name, filler):
     assert len(text) > 2048
     for stage in Stage:
         assert fast.scan(text, stage).findings == full.scan(text, stage).findings
+
+
+def test_concurrent_scans_share_one_engine_safely():
+    """Four threads scanning long texts with one engine (one literal index) all get the
+    findings of a full scan."""
+    import threading
+
+    fast, full = ENGINES["pii"]
+    texts = [("lorem ipsum " * 200) + seed.text for seed in SEEDS[:6]]
+    expected = [full.scan(text, Stage.INPUT).findings for text in texts]
+    wrong: list[int] = []
+
+    def work() -> None:
+        for _ in range(5):
+            for text, want in zip(texts, expected, strict=True):
+                if fast.scan(text, Stage.INPUT).findings != want:
+                    wrong.append(1)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []
