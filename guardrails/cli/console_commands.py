@@ -69,7 +69,9 @@ def console(
         ring = KeyRing(keys_path)
     except KeysFileError as exc:
         fail(str(exc))
-    if not any(k.admin and k.active for k in ring.keys):
+    from guardrails.console.auth import may_use_console
+
+    if not any(may_use_console(k) and k.active for k in ring.keys):
         fail(f"{keys_path} has no active admin key: add one with `guardrails keys add --admin`")
 
     def live_keys() -> KeyRing:

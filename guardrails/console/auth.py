@@ -27,6 +27,7 @@ __all__ = [
     "ConsoleUser",
     "SessionSigner",
     "console_secret",
+    "may_use_console",
 ]
 
 SESSION_COOKIE = "guardrails_console"
@@ -67,8 +68,23 @@ class ConsoleUser:
         )
 
 
+def _role(key: ApiKey) -> str:
+    role_of = getattr(key, "role_of", None)  # keys files with roles; older ones: admin flag
+    if role_of is not None:
+        return str(role_of())
+    if not key.admin:
+        return "client"
+    return "operator" if key.tenant == _ALL_TENANTS else "tenant_admin"
+
+
+def may_use_console(key: ApiKey) -> bool:
+    """Operators and tenant admins may use the console; client keys may not."""
+    return _role(key) in ("operator", "tenant_admin")
+
+
 def _user(key: ApiKey) -> ConsoleUser:
-    return ConsoleUser(key.key_id, None if key.tenant == _ALL_TENANTS else key.tenant)
+    """An operator sees every tenant; a tenant admin only its own."""
+    return ConsoleUser(key.key_id, None if _role(key) == "operator" else key.tenant)
 
 
 class SessionSigner:
@@ -86,7 +102,7 @@ class SessionSigner:
         """The user and cookie value for an active admin key; None for anything else."""
         ring = self._keys()
         key = ring.lookup(presented.strip()) if ring is not None else None
-        if key is None or not key.admin:
+        if key is None or not may_use_console(key):
             return None
         expiry = int(time.time()) + _SESSION_S
         return _user(key), f"{key.key_id}.{expiry}.{self._sign(key, expiry)}"
@@ -106,7 +122,7 @@ class SessionSigner:
         if ring is None:
             return None
         for key in ring.keys:
-            if key.key_id == key_id and key.active and key.admin:
+            if key.key_id == key_id and key.active and may_use_console(key):
                 if hmac.compare_digest(self._sign(key, expiry), signature):
                     return _user(key)
                 return None
@@ -116,4 +132,4 @@ class SessionSigner:
         """The user for an ``Authorization: Bearer`` admin key (scripts, exports)."""
         ring = self._keys()
         key = ring.lookup(presented.strip()) if ring is not None else None
-        return _user(key) if key is not None and key.admin else None
+        return _user(key) if key is not None and may_use_console(key) else None
