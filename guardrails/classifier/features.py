@@ -37,6 +37,18 @@ def signal_chars(text: str) -> int:
     return len(_WORD.findall(text)) + 2 * len(_DENSE.findall(text))
 
 
+def has_signal(text: str, minimum: int) -> bool:
+    """``signal_chars(text) >= minimum``, stopping as soon as the minimum is reached."""
+    if minimum <= 0:
+        return True
+    count = 0
+    for m in _WORD.finditer(text):
+        count += 3 if _DENSE.match(m.group(0)) else 1
+        if count >= minimum:
+            return True
+    return False
+
+
 def _reduce(h: npt.NDArray[np.uint64], buckets: int) -> npt.NDArray[np.uint64]:
     # uint64 division is ~10x slower than a mask; for a power-of-two table they agree
     if buckets & (buckets - 1) == 0:
@@ -115,6 +127,7 @@ def windows(text: str, *, size: int, stride: int) -> list[str]:
 __all__ = [
     "NGRAM_SIZES",
     "batch_ngram_ids",
+    "has_signal",
     "ngram_ids",
     "normalize",
     "signal_chars",

@@ -32,7 +32,7 @@ import numpy.typing as npt
 from guardrails.classifier.categories import CATEGORIES
 from guardrails.classifier.decoding import decoded_views
 from guardrails.classifier.errors import ClassifierError
-from guardrails.classifier.features import batch_ngram_ids, signal_chars, windows
+from guardrails.classifier.features import batch_ngram_ids, has_signal, signal_chars, windows
 from guardrails.classifier.microbatch import MicroBatcher
 
 if TYPE_CHECKING:
@@ -199,7 +199,9 @@ class SafetyClassifier:
             at which a category is confident enough to refuse (the ``default`` pack's block
             rules use these). Never below ``thresholds``.
         min_signal_chars: a text with fewer signal characters (see `signal`) than this is
-            too short for the classifier alone to refuse it; see `has_signal`.
+            too short to judge: its scores are capped just below each category's flag
+            threshold, so with the calibrated thresholds it yields no finding at all (see
+            `has_signal`).
         digest: SHA-256 of the weights file, for provenance in the audit log.
         int8: whether INT8 dynamic quantization is applied.
         config: the weights directory's config, metrics included.
@@ -233,6 +235,9 @@ class SafetyClassifier:
             for c in self.categories
         }
         self.min_signal_chars = int(config.get("min_signal_chars", 12))
+        self._cap = np.array(
+            [np.nextafter(self.thresholds[c], 0.0) for c in self.categories], dtype=np.float64
+        )
         self.decode = bool(config.get("decode_payloads", True))
         self.window_chars = int(config["window_chars"])
         self.stride_chars = int(config["stride_chars"])
@@ -253,7 +258,9 @@ class SafetyClassifier:
         longer than ``window_chars`` is cut into overlapping windows and each category takes
         its maximum over the windows. Payloads hidden in base64, hex, %-encoding or (when
         hinted) rot13 are decoded (bounded, see `guardrails.classifier.decoding`) and their
-        windows count as the text's own.
+        windows count as the text's own. A text with too little signal (fewer than
+        ``min_signal_chars``, see `has_signal`) scores just below each category's calibrated
+        threshold at most.
 
         Raises:
             ClassifierError: ``texts`` is a bare string or holds something that is not a str.
@@ -279,6 +286,10 @@ class SafetyClassifier:
                 with self._lock:
                     out[idx] = self.backend.probabilities([window_texts[j] for j in idx])
             np.maximum.at(probs, np.asarray(owners), out)
+        short = [i for i, text in enumerate(items) if not has_signal(text, self.min_signal_chars)]
+        if short:
+            # "no", "ok!", "who are you?": too little to judge, so never a finding on its own
+            probs[short] = np.minimum(probs[short], self._cap)
         return [dict(zip(self.categories, map(float, row), strict=True)) for row in probs]
 
     async def score_async(self, texts: Sequence[str]) -> list[Scores]:
@@ -302,13 +313,14 @@ class SafetyClassifier:
         return signal_chars(text)
 
     def has_signal(self, text: str) -> bool:
-        """Whether ``text`` is long enough for a classifier score alone to refuse it.
+        """Whether ``text`` has enough signal to be judged (``min_signal_chars`` or more).
 
-        "yes", "ok!", "who are you?" and "good morning :)" are below the line; so is any
-        text of fewer than `min_signal_chars` signal characters. A guard should turn a
-        classifier-only block on such a text into a flag (the rules still block).
+        "yes", "ok!", "who are you?" and "good morning :)" are below the line. `score` caps
+        such a text just below every calibrated threshold; a guard applying a policy with
+        lower explicit thresholds should still never block on the classifier alone when
+        this is false (the rules still block).
         """
-        return signal_chars(text) >= self.min_signal_chars
+        return has_signal(text, self.min_signal_chars)
 
     def warm(self) -> SafetyClassifier:
         """Run one forward pass so the first real request pays no first-call costs."""

