@@ -210,3 +210,27 @@ def test_readers_of_a_never_upgraded_database_say_run_db_upgrade(tmp_path, make_
             store.events()
         with pytest.raises(AuditConfigError, match="guardrails db upgrade"):
             verify_chain(url)
+
+
+def test_cli_query_and_verify_show_unclosed_streams(
+    tmp_path, sqlite_url, make_event, policy_digest, monkeypatch
+):
+    """`audit query` shows a closed stream as one row and the crashed one as unclosed;
+    `audit verify` lists the unclosed stream and still exits 0."""
+    from typer.testing import CliRunner
+
+    from guardrails.cli import app
+
+    monkeypatch.setenv("COLUMNS", "250")
+    with AuditStore(sqlite_url) as store:
+        store.record_policy(policy_digest, "default", "1.0", "rules: []\n")
+        _stream_log(store, make_event)
+    runner = CliRunner()
+    query = runner.invoke(app, ["audit", "query", "--audit", sqlite_url, "--all"])
+    assert query.exit_code == 0, query.output
+    assert query.output.count("stream: client_closed") == 1
+    assert query.output.count("stream: unclosed") == 1
+    verify = runner.invoke(app, ["audit", "verify", "--audit", sqlite_url])
+    assert verify.exit_code == 0, verify.output
+    assert "1 unclosed stream(s)" in verify.output
+    assert "request crashed" in verify.output
