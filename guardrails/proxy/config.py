@@ -51,6 +51,9 @@ class ProxyConfig:
     upstream_timeout_s: float = 60.0
     upstream_connect_timeout_s: float = 5.0
     upstream_pool_size: int = 256
+    #: idle pooled upstream connections are dropped after this (keep it below the
+    #: upstream's own keep-alive)
+    upstream_keepalive_s: float = 4.0
     reload_interval_s: float = 2.0
     open_paths: tuple[str, ...] = ("/healthz", "/readyz", "/docs", "/openapi.json")
     audit_probe_timeout_s: float = 2.0
@@ -83,6 +86,7 @@ class ProxyConfig:
             "header_timeout_s",
             "body_timeout_s",
             "keep_alive_s",
+            "upstream_keepalive_s",
         ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)!r}")

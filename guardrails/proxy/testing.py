@@ -61,12 +61,14 @@ class FakeUpstream:
         chunk_size: int = 4,
         chunk_delay_s: float = 0.0,
         record: bool = True,
+        keepalive_s: float = 75.0,
     ) -> None:
         self.models = models
         self.api_key = api_key
         self.chunk_size = chunk_size
         self.chunk_delay_s = chunk_delay_s
         self.record = record
+        self.keepalive_s = keepalive_s
         self.requests: list[dict[str, Any]] = []
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -359,7 +361,9 @@ class FakeUpstream:
             loop = asyncio.new_event_loop()
             self._loop = loop
             try:
-                self._runner = web.AppRunner(self.app(), access_log=None)
+                self._runner = web.AppRunner(
+                    self.app(), access_log=None, keepalive_timeout=self.keepalive_s
+                )
                 loop.run_until_complete(self._runner.setup())
                 site = web.TCPSite(self._runner, "127.0.0.1", self.port)
                 loop.run_until_complete(site.start())
@@ -381,6 +385,12 @@ class FakeUpstream:
         if errors:
             raise errors[0]
         return self
+
+    @property
+    def open_connections(self) -> int:
+        """Connections the server holds open now (keep-alive ones included)."""
+        server = self._runner.server if self._runner is not None else None
+        return len(server.connections) if server is not None else 0
 
     def stop(self) -> None:
         """Stop serving and join the thread."""

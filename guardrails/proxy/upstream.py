@@ -13,6 +13,7 @@ Failures become `UpstreamError` with the status the proxy answers: the upstream'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -20,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Protocol
 
 import aiohttp
+import orjson
 
 from guardrails.exceptions import GuardrailsError
 
@@ -66,7 +68,12 @@ def _upstream_message(status: int, body: bytes) -> tuple[str, str | None]:
 
 
 class HTTPUpstream:
-    """An OpenAI-compatible server at ``base_url`` (e.g. ``http://127.0.0.1:8000/v1``)."""
+    """An OpenAI-compatible server at ``base_url`` (e.g. ``http://127.0.0.1:8000/v1``).
+
+    Pooled connections are dropped after ``keepalive_s`` idle, which should be shorter than
+    the upstream's own keep-alive (uvicorn's default is 5 s), and a request that fails on a
+    pooled connection the upstream had already closed is sent once more on a new one.
+    """
 
     def __init__(
         self,
@@ -76,6 +83,7 @@ class HTTPUpstream:
         timeout_s: float = 60.0,
         connect_timeout_s: float = 5.0,
         pool_size: int = 256,
+        keepalive_s: float = 4.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._headers = {"Content-Type": "application/json"}
@@ -88,11 +96,16 @@ class HTTPUpstream:
             total=None, connect=connect_timeout_s, sock_read=timeout_s
         )
         self._pool_size = pool_size
+        self._keepalive_s = keepalive_s
         self._session: aiohttp.ClientSession | None = None
+        #: requests sent again after a stale pooled connection (for tests and metrics)
+        self.retries = 0
 
     async def start(self) -> None:
         """Open the pooled session (inside the worker's event loop)."""
-        connector = aiohttp.TCPConnector(limit=self._pool_size, ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(
+            limit=self._pool_size, ttl_dns_cache=300, keepalive_timeout=self._keepalive_s
+        )
         self._session = aiohttp.ClientSession(
             connector=connector, headers=self._headers, timeout=self._timeout
         )
@@ -110,72 +123,67 @@ class HTTPUpstream:
             raise RuntimeError("HTTPUpstream.start() was not called")
         return self._session
 
-    async def complete(self, route: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """POST ``payload`` and return the JSON answer."""
+    @contextlib.asynccontextmanager
+    async def _open(
+        self, method: str, route: str, payload: dict[str, Any] | None, *, stream: bool = False
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The upstream's response to one request, its failures mapped to `UpstreamError`
+        in this one place: time-outs 504, transport failures 502, error statuses by
+        `_status_error`. A stale pooled connection is retried once."""
         url = f"{self.base_url}/{route}"
+        data = _dumps(payload) if payload is not None else None
+        timeout = self._stream_timeout if stream else self._timeout
         try:
-            async with self.session.post(url, data=json.dumps(payload)) as response:
-                body = await response.read()
+            for attempt in (1, 2):
+                try:
+                    response = await self.session.request(method, url, data=data, timeout=timeout)
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                    # the upstream closed a pooled connection as we reused it: nothing was
+                    # processed, so sending once more on a fresh connection is safe
+                    if attempt == 2:
+                        raise
+                    self.retries += 1
+                    continue
+                break
+            async with response:
                 if response.status >= 400:
-                    raise self._status_error(response.status, body)
+                    raise self._status_error(response.status, await response.read())
+                yield response
         except TimeoutError as exc:
             raise UpstreamError(504, "the upstream timed out", code="upstream_timeout") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(502, f"the upstream failed: {exc}", code="upstream_error") from exc
-        try:
-            data = json.loads(body)
-        except ValueError as exc:
-            raise UpstreamError(502, "the upstream answered with invalid JSON") from exc
-        if not isinstance(data, dict):
-            raise UpstreamError(502, "the upstream answered with a non-object")
-        return data
+
+    async def complete(self, route: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST ``payload`` and return the JSON answer."""
+        async with self._open("POST", route, payload) as response:
+            body = await response.read()
+        return _json_object(body, "answer")
 
     async def stream(self, route: str, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """POST ``payload`` with ``stream: true`` and yield each SSE ``data`` object."""
-        url = f"{self.base_url}/{route}"
-        try:
-            async with self.session.post(
-                url, data=json.dumps(payload), timeout=self._stream_timeout
-            ) as response:
-                if response.status >= 400:
-                    raise self._status_error(response.status, await response.read())
-                async for raw_line in response.content:
-                    line = raw_line.strip()
-                    if not line.startswith(b"data:"):
-                        continue  # comments, event names, blank separators
-                    data = line[5:].strip()
-                    if data == b"[DONE]":
-                        return
-                    try:
-                        event = json.loads(data)
-                    except ValueError as exc:
-                        raise UpstreamError(502, "the upstream sent an invalid SSE event") from exc
-                    if not isinstance(event, dict):
-                        raise UpstreamError(502, "the upstream sent a non-object SSE event")
-                    if "error" in event:
-                        message, code = _upstream_message(502, data)
-                        raise UpstreamError(
-                            502, f"the upstream failed mid-stream: {message}", code=code
-                        )
-                    yield event
-        except TimeoutError as exc:
-            raise UpstreamError(504, "the upstream timed out", code="upstream_timeout") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(502, f"the upstream failed: {exc}", code="upstream_error") from exc
+        async with self._open("POST", route, payload, stream=True) as response:
+            async for raw_line in response.content:
+                line = raw_line.strip()
+                if not line.startswith(b"data:"):
+                    continue  # comments, event names, blank separators
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    return
+                event = _json_object(data, "SSE event")
+                if "error" in event:
+                    message, code = _upstream_message(502, data)
+                    raise UpstreamError(
+                        502, f"the upstream failed mid-stream: {message}", code=code
+                    )
+                yield event
 
     async def models(self) -> list[str]:
         """The model ids the upstream lists at ``GET /models``."""
+        async with self._open("GET", "models", None) as response:
+            body = await response.read()
         try:
-            async with self.session.get(f"{self.base_url}/models") as response:
-                body = await response.read()
-                if response.status >= 400:
-                    raise self._status_error(response.status, body)
-        except TimeoutError as exc:
-            raise UpstreamError(504, "the upstream timed out", code="upstream_timeout") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(502, f"the upstream failed: {exc}", code="upstream_error") from exc
-        try:
-            return [str(m["id"]) for m in json.loads(body)["data"]]
+            return [str(m["id"]) for m in orjson.loads(body)["data"]]
         except (ValueError, KeyError, TypeError) as exc:
             raise UpstreamError(502, "the upstream's model list is malformed") from exc
 
@@ -188,6 +196,23 @@ class HTTPUpstream:
         return UpstreamError(
             502, f"the upstream answered {status}: {message}", code="upstream_error"
         )
+
+
+def _dumps(payload: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(payload)
+    except orjson.JSONEncodeError:  # integers beyond 64 bits: the slow path can
+        return json.dumps(payload).encode()
+
+
+def _json_object(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError(502, f"the upstream's {what} is not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise UpstreamError(502, f"the upstream's {what} is not a JSON object")
+    return data
 
 
 # Options an in-process generator understands (the rest of the OpenAI body is dropped).
