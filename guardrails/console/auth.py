@@ -33,7 +33,6 @@ __all__ = [
 SESSION_COOKIE = "guardrails_console"
 SECRET_ENV = "GUARDRAILS_CONSOLE_SECRET"
 _SESSION_S = 8 * 3600
-_ALL_TENANTS = "*"  # guardrails.proxy.keys.ALL_TENANTS
 
 
 def console_secret() -> bytes:
@@ -69,12 +68,7 @@ class ConsoleUser:
 
 
 def _role(key: ApiKey) -> str:
-    role_of = getattr(key, "role_of", None)  # keys files with roles; older ones: admin flag
-    if role_of is not None:
-        return str(role_of())
-    if not key.admin:
-        return "client"
-    return "operator" if key.tenant == _ALL_TENANTS else "tenant_admin"
+    return key.role_of  # from the key's role, or (older files) its admin flag and tenant
 
 
 def may_use_console(key: ApiKey) -> bool:
