@@ -271,7 +271,8 @@ def demo(
         f"audit log {status}: {report.events_checked} events"
         f" in {report.chains_checked} chains verified"
     )
-    out.print(f"query it: guardrails audit verify --audit {url}")
+    out.print(f"query it: guardrails audit query --all --audit {url}")
+    out.print(f"browse it: guardrails console --audit {url} (log in with an admin API key)")
     raise typer.Exit(0 if report.ok else 1)
 
 
