@@ -613,10 +613,12 @@ def audit_stats(
             for name, n in group.items():
                 out.print(f"  {escape(name):<24} {n:>8}  {_bar(n, top)}")
     if plot is not None:
-        _plot(counts.by_day, counts.by_action, plot)
+        _plot(where, audit, plot)
 
 
-def _plot(by_day: dict[str, int], by_action: dict[str, int], path: Path) -> None:
+def _plot(where: EventFilter, audit: str | None, path: Path) -> None:
+    """Events per hour (a range of two days or less) or per day stacked by action, beside
+    the top rules: the series of the console's charts page, drawn with matplotlib."""
     try:
         import matplotlib
 
@@ -624,12 +626,33 @@ def _plot(by_day: dict[str, int], by_action: dict[str, int], path: Path) -> None
         import matplotlib.pyplot as plt
     except ImportError:
         fail("--plot needs matplotlib (pip install matplotlib)")
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.bar(list(by_day), list(by_day.values()))
-    left.set_title("events per day (UTC)")
-    left.tick_params(axis="x", rotation=45)
-    right.bar(list(by_action), list(by_action.values()))
-    right.set_title("events by action")
+    from guardrails.console.charts import ACTION_COLORS
+    from guardrails.console.data import FilterForm, chart_data
+
+    engine = _engine(audit)
+    try:
+        data = chart_data(engine, FilterForm(values={}, where=where))
+    finally:
+        engine.dispose()
+    figure, (left, right) = plt.subplots(
+        1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]}
+    )
+    bottom = [0] * len(data.buckets)
+    for action, counts in data.by_action.items():
+        left.bar(
+            range(len(counts)), counts, bottom=bottom, label=action, color=ACTION_COLORS.get(action)
+        )
+        bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
+    step = max(1, len(data.buckets) // 12)
+    left.set_xticks(range(0, len(data.buckets), step))
+    left.set_xticklabels(data.buckets[::step], rotation=45, ha="right", fontsize=8)
+    left.set_title(f"events per {data.bucket} (UTC), by action")
+    if data.by_action:
+        left.legend(fontsize=8)
+    rules = data.top_rules[::-1]
+    right.barh([r for r, _ in rules], [n for _, n in rules])
+    right.set_title("top rules (findings)")
+    right.tick_params(axis="y", labelsize=8)
     figure.tight_layout()
     try:
         figure.savefig(path)
