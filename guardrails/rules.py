@@ -703,6 +703,12 @@ class RuleEngine:
             if compiled.view not in settle:
                 settle[compiled.view] = view.to_view(unsettled_from(view.original, compiled.view))
             settled = settle[compiled.view]
+            absent = self._absent_hold(compiled, view, view_start, settled, folded)
+            if absent is not None:
+                # No literal every match needs is in the text: nothing matches yet, and a
+                # match can only begin where one could still arrive.
+                result.holds.append(view.to_original(absent, absent)[0])
+                return
             hold = self._first_unsettled(compiled, view, view_start, settled, hard_end)
             if hold is not None:
                 result.holds.append(view.to_original(hold, hold)[0])
@@ -718,6 +724,34 @@ class RuleEngine:
         if left <= 0:
             raise TimeoutError
         return left
+
+    def _absent_hold(
+        self,
+        compiled: CompiledRule,
+        view: NormalizedText,
+        view_start: int,
+        settled: int,
+        folded: dict[tuple[Step, ...], str | None],
+    ) -> int | None:
+        """Where a stream must hold back for a rule none of whose required literals is in the
+        text (None: some is, or nothing is proven). A match of a longer text then contains a
+        literal that overlaps the new text or the unsettled tail, so it starts no earlier
+        than that literal's earliest start minus the longest match."""
+        shape = compiled.shape
+        if not self.skip or shape.required is None:
+            return None
+        low = self._folded(view, compiled.view, folded)
+        if low is None or any(literal in low for literal in shape.required):
+            return None
+        longest_literal = max(map(len, shape.required))
+        earliest = min(settled, len(low)) - longest_literal + 1
+        if shape.starts is not None and set(shape.starts) <= set(shape.required):
+            reach_back = 0  # the literal starts the match
+        elif shape.max_width is not None:
+            reach_back = shape.max_width
+        else:
+            return None
+        return max(view_start, earliest - reach_back)
 
     def _first_unsettled(
         self,
