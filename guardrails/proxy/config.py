@@ -16,6 +16,7 @@ from typing import Any
 from guardrails.exceptions import GuardrailsError
 
 CONFIG_ENV = "GUARDRAILS_PROXY_CONFIG"
+DEFAULT_HEADER_TIMEOUT_S = 10.0
 
 
 class ProxyConfigError(GuardrailsError, ValueError):
@@ -57,7 +58,7 @@ class ProxyConfig:
     reload_interval_s: float = 2.0
     open_paths: tuple[str, ...] = ("/healthz", "/readyz", "/docs", "/openapi.json")
     audit_probe_timeout_s: float = 2.0
-    header_timeout_s: float = 10.0
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
     body_timeout_s: float = 30.0
     keep_alive_s: float = 5.0
     max_connections: int = 1024
@@ -122,6 +123,7 @@ class ProxyConfig:
 
 __all__ = [
     "CONFIG_ENV",
+    "DEFAULT_HEADER_TIMEOUT_S",
     "ProxyConfig",
     "ProxyConfigError",
 ]

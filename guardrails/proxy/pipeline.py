@@ -518,7 +518,7 @@ class GuardedStreamResponse:
         for chunk in chunks_of(g.route, body):
             await self._emit(send, chunk)
         if self.include_usage and body.get("usage") is not None:
-            meta = {k: body[k] for k in ("id", "created", "model") if k in body}
+            meta: dict[str, Any] = {k: body[k] for k in ("id", "created", "model") if k in body}
             kind = "chat.completion.chunk" if g.route == CHAT else "text_completion"
             await self._emit(send, {**meta, "object": kind, "choices": [], "usage": body["usage"]})
         await self._end(send)

@@ -17,7 +17,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from guardrails.logs import get_logger
-from guardrails.proxy.config import CONFIG_ENV, ProxyConfig
+from guardrails.proxy.config import CONFIG_ENV, DEFAULT_HEADER_TIMEOUT_S, ProxyConfig
 
 log = get_logger("guardrails.proxy")
 
@@ -26,7 +26,7 @@ def _env_header_timeout() -> float:
     """The header time-out of the config a `guardrails serve` parent put in the environment."""
     if os.environ.get(CONFIG_ENV):
         return ProxyConfig.from_env().header_timeout_s
-    return ProxyConfig.__dataclass_fields__["header_timeout_s"].default  # type: ignore[no-any-return]
+    return DEFAULT_HEADER_TIMEOUT_S
 
 
 class SlowClientProtocol(HttpToolsProtocol):
