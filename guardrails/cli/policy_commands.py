@@ -25,6 +25,7 @@ from guardrails.cli.common import (
     fail,
     load_policy_or_exit,
     out,
+    progress_bar,
     read_text_argument,
     setup_cli_logging,
 )
@@ -453,9 +454,17 @@ def replay_command(
         fail(str(exc))
     store = _open_store(audit)
     try:
-        report = replay(
-            loaded, store, since=start, until=end, tenant=tenant, limit=limit, examples=examples
-        )
+        with progress_bar("replaying", None) as advance:
+            report = replay(
+                loaded,
+                store,
+                since=start,
+                until=end,
+                tenant=tenant,
+                limit=limit,
+                examples=examples,
+                progress=advance,
+            )
     except Exception as exc:
         fail(f"replay failed: {exc}")
     finally:

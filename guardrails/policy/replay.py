@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -178,6 +179,7 @@ def replay(
     limit: int = 10_000,
     examples: int = 3,
     excerpt: int = 160,
+    progress: Callable[[int], None] | None = None,
 ) -> ReplayReport:
     """Replay ``candidate`` over the stored events in the window; see the module docstring.
 
@@ -185,6 +187,7 @@ def replay(
         limit: read at most this many events (oldest first).
         examples: keep this many examples per rule and per newly blocked/allowed list.
         excerpt: stored text in examples is cut to this many characters.
+        progress: called with 1 after each event (for a progress bar).
     """
     from guardrails.guard import Guard
 
@@ -198,6 +201,8 @@ def replay(
             report.skipped_hash += 1
             continue
         _replay_event(guard, candidate, event, report, examples, excerpt)
+        if progress is not None:
+            progress(1)
     return report
 
 
