@@ -331,7 +331,7 @@ def compare_transformers(path: Path, tokens: int, prompt_len: int, rounds: int) 
         f"tokens per CPU second ({torch.get_num_threads()} threads)"
     )
     print(
-        f"{'case':<14}" + "".join(f"{n:>16}" for n in runners) + f"{'tf/ours':>9}{'int8/fp32':>10}"
+        f"{'case':<14}" + "".join(f"{n:>16}" for n in runners) + f"{'ours/tf':>9}{'int8/fp32':>10}"
     )
     for kind, b in cases:
         n_tok = b * (prompt_len if kind == "prefill" else tokens)
