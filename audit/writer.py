@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
@@ -172,6 +173,22 @@ def _sqlite_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+def _params(row: dict[str, Any], sqlite: bool) -> tuple[Any, ...]:
+    """One row's values in `_COLUMNS` order, encoded as the driver stores them."""
+    values: list[Any] = []
+    for name in _COLUMNS:
+        value = row[name]
+        if name in _JSON_COLUMNS:
+            try:
+                value = orjson.dumps(value).decode()
+            except TypeError:  # e.g. an integer beyond 64 bits: the stdlib encodes it
+                value = json.dumps(value)
+        elif name == "created_at" and sqlite:
+            value = _sqlite_time(value)
+        values.append(value)
+    return tuple(values)
+
+
 def _insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert ``rows`` with one executemany on the driver's own cursor, inside ``conn``'s
     transaction: no SQLAlchemy type processing per row (the hot path; psycopg pipelines
@@ -180,18 +197,7 @@ def _insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if dialect not in ("sqlite", "postgresql"):
         conn.execute(insert(EVENTS), rows)
         return
-    sqlite = dialect == "sqlite"
-    params = []
-    for row in rows:
-        values: list[Any] = []
-        for name in _COLUMNS:
-            value = row[name]
-            if name in _JSON_COLUMNS:
-                value = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-            elif name == "created_at" and sqlite:
-                value = _sqlite_time(value)
-            values.append(value)
-        params.append(tuple(values))
+    params = [_params(row, dialect == "sqlite") for row in rows]
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.executemany(_insert_sql(dialect), params)
@@ -568,6 +574,8 @@ class AuditWriter:
                 rows, receipts = self._chain_rows(batch)
                 if spill is not None and backlog:
                     replayed = apply_rows(conn, self.chain_id, spill.rows + rows, self._header)
+                elif conn.dialect.name == "postgresql":
+                    self._pg_batch(conn, rows)  # commits: one round trip for the batch
                 else:
                     self._move_head(conn, rows[-1]["seq"], rows[-1]["hash"])
                     _insert_rows(conn, rows)
@@ -727,6 +735,46 @@ class AuditWriter:
             receipts.append(Receipt(e.event_id, self.chain_id, seq, digest))
             prev = digest
         return rows, receipts
+
+    def _pg_batch(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """On PostgreSQL: move the head, insert the rows and COMMIT in one psycopg pipeline
+        (one network round trip, one wake-up of this thread per batch). The head moves only
+        if it is still where this writer left it: otherwise the statement divides by zero,
+        the transaction aborts and nothing of the batch is kept."""
+        import psycopg
+
+        raw: Any = conn.connection.driver_connection
+        head_seq, head_hash = rows[-1]["seq"], rows[-1]["hash"]
+        try:
+            with raw.pipeline(), raw.cursor() as cur:
+                if not self._chain_exists:
+                    cur.execute(
+                        f"INSERT INTO {CHAINS.name} (chain_id, created_at, hostname, pid, "
+                        "hash_algorithm, head_seq, head_hash) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                        (
+                            self.chain_id,
+                            datetime.now(UTC),
+                            self._header["hostname"],
+                            self._header["pid"],
+                            self._header["hash_algorithm"],
+                            head_seq,
+                            head_hash,
+                        ),
+                    )
+                else:
+                    cur.execute(
+                        f"WITH moved AS (UPDATE {CHAINS.name} SET head_seq = %s, head_hash = %s "
+                        "WHERE chain_id = %s AND head_seq = %s RETURNING 1) "
+                        "SELECT 1 / (SELECT count(*) FROM moved)",
+                        (head_seq, head_hash, self.chain_id, self._head_seq),
+                    )
+                cur.executemany(_insert_sql("postgresql"), [_params(r, False) for r in rows])
+                raw.commit()
+        except psycopg.errors.DivisionByZero:
+            raise AuditStoreError(
+                f"chain {self.chain_id}: the stored head is no longer seq {self._head_seq}; "
+                "another process wrote to this chain or the row was removed"
+            ) from None
 
     def _move_head(self, conn: Connection, head_seq: int, head_hash: str) -> None:
         """Register the chain or advance its head, in the batch's transaction."""

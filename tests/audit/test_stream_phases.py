@@ -234,3 +234,21 @@ def test_cli_query_and_verify_show_unclosed_streams(
     assert verify.exit_code == 0, verify.output
     assert "1 unclosed stream(s)" in verify.output
     assert "request crashed" in verify.output
+
+
+def test_a_chain_head_moved_behind_the_writers_back_fails_the_batch_and_keeps_nothing(
+    store, make_event
+):
+    """If the stored head is not where the writer left it (someone else wrote or removed
+    it), the batch fails with AuditStoreError and none of its rows is kept; the writer
+    reloads the head and goes on."""
+    from audit.schema import CHAINS
+
+    with store.writer() as writer:
+        writer.write(make_event())
+        with store.engine.begin() as conn:
+            conn.execute(CHAINS.update().values(head_seq=7))
+        lost = make_event()
+        with pytest.raises(AuditStoreError, match="no longer seq 1"):
+            writer.write(lost)
+        assert lost.event_id not in {e.event_id for e in store.events()}
