@@ -1,14 +1,16 @@
-"""Benchmark: the guard proxy against a bare pass-through proxy on the same stack.
+"""Benchmark: the guard proxy against the real floor, in one interleaved run.
 
 Everything runs on loopback in separate processes: the fake OpenAI upstream (aiohttp), a
-bare FastAPI/uvicorn pass-through (raw bytes, no parsing, pooled client), and the guard
-proxy (`guardrails serve` with the shipped default policy, API keys, and the durable SQLite
-audit log on). ``wrk`` drives each with the same connections, threads and duration; the
-figures and their ratio are printed with the machine and versions.
+bare pass-through proxy (a raw ASGI app on uvicorn with uvloop + httptools and a pooled
+aiohttp client: no parsing, no checks), and the guard proxy (`guardrails serve`, the shipped
+`default` policy with its classifier, API keys) with the audit log off, on SQLite and on
+PostgreSQL. ``wrk`` drives each target with the same connections, threads and duration;
+targets are measured in rounds, alternating, so drift on a shared machine hits all of them.
+For 1 and 2 workers, streaming and not, it prints requests/s, p50/p99, the ratio to the
+bare proxy, and the latency added at one connection against calling the upstream directly.
 
-    .venv/bin/python bench/bench_proxy.py                 # guard vs bare (aiohttp)
-    .venv/bin/python bench/bench_proxy.py --clients       # bare: aiohttp vs httpx client
-    .venv/bin/python bench/bench_proxy.py --duration 20 --connections 64 --workers 1
+    .venv/bin/python bench/bench_proxy.py
+    .venv/bin/python bench/bench_proxy.py --duration 5 --rounds 3 --pg-url postgresql+psycopg://postgres@127.0.0.1:5432/bench
 
 Time to first token of a paced stream (the hold-back window's cost) is measured with an
 aiohttp client at concurrency 1.
@@ -47,66 +49,50 @@ CHAT_BODY = {
 # --- the bare proxy (run in its own process with --serve-bare) --------------------------------
 
 
-def bare_app(upstream: str, client: str):
-    """The fastest pass-through on the same stack: FastAPI + uvicorn + one pooled client."""
-    import contextlib
+def bare_app(upstream: str):
+    """The floor: a raw ASGI pass-through (no framework, no parsing) with a pooled aiohttp
+    client, served like the guard proxy (uvicorn, uvloop, httptools)."""
+    import aiohttp
 
-    from fastapi import FastAPI, Request
-    from starlette.responses import Response, StreamingResponse
+    state: dict[str, aiohttp.ClientSession] = {}
 
-    state: dict[str, object] = {}
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        if client == "aiohttp":
-            import aiohttp
-
-            state["session"] = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=256),
-                headers={"Content-Type": "application/json"},
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    state["session"] = aiohttp.ClientSession(
+                        connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=4),
+                        headers={"Content-Type": "application/json"},
+                    )
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await state["session"].close()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["path"] == "/healthz":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        async with state["session"].post(f"{upstream}/chat/completions", data=body) as r:
+            kind = r.headers.get("Content-Type", "application/json").encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": r.status,
+                    "headers": [(b"content-type", kind)],
+                }
             )
-        else:
-            import httpx
-
-            state["session"] = httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=256, max_keepalive_connections=256),
-                headers={"Content-Type": "application/json"},
-            )
-        yield
-        await state["session"].close() if client == "aiohttp" else await state["session"].aclose()
-
-    app = FastAPI(lifespan=lifespan)
-
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request):
-        body = await request.body()
-        session = state["session"]
-        streaming = b'"stream": true' in body or b'"stream":true' in body
-        if client == "aiohttp":
-            if streaming:
-                upstream_response = await session.post(f"{upstream}/chat/completions", data=body)
-
-                async def relay():
-                    async for chunk in upstream_response.content.iter_any():
-                        yield chunk
-                    upstream_response.release()
-
-                return StreamingResponse(relay(), media_type="text/event-stream")
-            async with session.post(f"{upstream}/chat/completions", data=body) as r:
-                data = await r.read()
-                return Response(data, status_code=r.status, media_type="application/json")
-        if streaming:
-            req = session.build_request("POST", f"{upstream}/chat/completions", content=body)
-            upstream_response = await session.send(req, stream=True)
-
-            async def relay_httpx():
-                async for chunk in upstream_response.aiter_raw():
-                    yield chunk
-                await upstream_response.aclose()
-
-            return StreamingResponse(relay_httpx(), media_type="text/event-stream")
-        r = await session.post(f"{upstream}/chat/completions", content=body)
-        return Response(r.content, status_code=r.status_code, media_type="application/json")
+            async for chunk in r.content.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
 
     return app
 
@@ -120,7 +106,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_up(port: int, path: str = "/healthz", timeout: float = 60.0) -> None:
+def wait_up(port: int, path: str = "/healthz", timeout: float = 300.0) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -133,14 +119,21 @@ def wait_up(port: int, path: str = "/healthz", timeout: float = 60.0) -> None:
     raise RuntimeError(f"nothing listening on {port}")
 
 
-def run_wrk(url: str, key: str | None, args: argparse.Namespace, workdir: Path) -> dict[str, float]:
+def run_wrk(
+    url: str,
+    key: str | None,
+    args: argparse.Namespace,
+    workdir: Path,
+    *,
+    stream: bool = False,
+) -> dict[str, float]:
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
     script = workdir / "post.lua"
     script.write_text(
         'wrk.method = "POST"\n'
-        f"wrk.body = {json.dumps(json.dumps(CHAT_BODY))}\n"
+        f"wrk.body = {json.dumps(json.dumps(dict(CHAT_BODY, stream=stream)))}\n"
         + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
         + "done = function(summary, latency, requests)\n"
         + '  io.write(string.format("ERRORS %d %d\\n", summary.errors.status,'
@@ -153,6 +146,8 @@ def run_wrk(url: str, key: str | None, args: argparse.Namespace, workdir: Path) 
         f"-c{args.connections}",
         f"-d{args.duration}s",
         "--latency",
+        "--timeout",
+        "30s",
         "-s",
         str(script),
         url,
@@ -228,31 +223,46 @@ def machine() -> str:
     return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({cpu})"
 
 
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min)"
+
+
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    by_rps = sorted(runs, key=lambda r: r["rps"])
+    return by_rps[len(by_rps) // 2]
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="guard proxy vs bare pass-through")
-    parser.add_argument("--duration", type=int, default=10)
+    parser = argparse.ArgumentParser(description="guard proxy vs bare pass-through vs upstream")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per target")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--clients", action="store_true", help="compare bare aiohttp vs httpx")
+    parser.add_argument("--workers", default="1,2", help="worker counts to compare")
     parser.add_argument("--ttft-runs", type=int, default=15)
-    parser.add_argument("--audit-url", help="audit store for the guard (default: SQLite file)")
+    parser.add_argument("--pg-url", help="PostgreSQL audit store (omit: no PostgreSQL rows)")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--client", default="aiohttp", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--bare-workers", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.serve_bare:
         import uvicorn
 
+        sys.path.insert(0, str(Path(__file__).parent))
+        os.environ["BENCH_BARE_UPSTREAM"] = args.upstream
         uvicorn.run(
-            bare_app(args.upstream, args.client),
+            "bench_proxy:bare_from_env",
+            factory=True,
             host="127.0.0.1",
             port=args.port,
             log_level="warning",
             access_log=False,
-            workers=1,
+            workers=args.bare_workers,
+            loop="uvloop",
+            http="httptools",
         )
         return
     if shutil.which("wrk") is None:
@@ -260,13 +270,14 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("GUARDRAILS_")}
+    env["PYTHONPATH"] = str(ROOT / "bench")
     processes: list[subprocess.Popen[bytes]] = []
 
-    def spawn(command: list[str]) -> None:
+    def spawn(command: list[str]) -> subprocess.Popen[bytes]:
         log = (workdir / f"proc{len(processes)}.log").open("wb")
-        processes.append(
-            subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        )
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        processes.append(process)
+        return process
 
     try:
         up_port, paced_port = free_port(), free_port()
@@ -291,11 +302,16 @@ def main() -> None:
 
         keys_file = workdir / "keys.json"
         key, _ = add_key(keys_file, tenant="bench")
-        audit_url = f"sqlite:///{workdir / 'audit.db'}"
+        audits: dict[str, str | None] = {
+            "off": None,
+            "SQLite": f"sqlite:///{workdir / 'audit.db'}",
+        }
+        if args.pg_url:
+            audits["PostgreSQL"] = args.pg_url
 
-        def serve_guard(target: str, *, audit: bool = True) -> int:
+        def serve_guard(target: str, audit: str | None, workers: int) -> int:
             port = free_port()
-            where = ["--audit", args.audit_url or audit_url] if audit else ["--no-audit"]
+            where = ["--audit", audit] if audit else ["--no-audit"]
             cli = "from guardrails.cli import main; main()"
             spawn(
                 [
@@ -311,99 +327,83 @@ def main() -> None:
                     "--port",
                     str(port),
                     "--workers",
-                    str(args.workers),
+                    str(workers),
                 ]
             )
             wait_up(port)
             return port
 
-        def serve_bare(target: str, client: str) -> int:
+        def serve_bare(target: str, workers: int) -> int:
             port = free_port()
             spawn(
                 [
                     PY,
                     __file__,
                     "--serve-bare",
-                    "--client",
-                    client,
                     "--port",
                     str(port),
                     "--upstream",
                     target,
+                    "--bare-workers",
+                    str(workers),
                 ]
             )
-            wait_up(port, "/docs")
+            wait_up(port)
             return port
 
         print(f"machine: {machine()}")
         print(f"versions: {versions()}")
+        print(f"{load()} at start")
         print(
-            f"load: wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
-            f"{args.workers} uvicorn worker(s) per proxy, same loopback upstream (aiohttp)"
+            f"load: wrk -t{args.threads} -c{args.connections} -d{args.duration}s x {args.rounds}"
+            " alternating rounds per target (median by req/s); upstream: fake OpenAI server"
         )
-        results: dict[str, dict[str, float]] = {}
-        bare_port = serve_bare(upstream, "aiohttp")
-        if args.clients:
-            httpx_port = serve_bare(upstream, "httpx")
-        guard_port = serve_guard(upstream)
-        rules_port = serve_guard(upstream, audit=False)
-        # warm both, then measure alternately so drift on a shared machine hits both
-        for port, k in ((bare_port, None), (guard_port, key), (rules_port, key)):
-            run_wrk(
-                f"http://127.0.0.1:{port}/v1/chat/completions",
-                k,
-                argparse.Namespace(**{**vars(args), "duration": 2}),
-                workdir,
-            )
-        results["upstream-direct"] = run_wrk(f"{upstream}/chat/completions", None, args, workdir)
-        results["bare (aiohttp)"] = run_wrk(
-            f"http://127.0.0.1:{bare_port}/v1/chat/completions", None, args, workdir
-        )
-        if args.clients:
-            results["bare (httpx)"] = run_wrk(
-                f"http://127.0.0.1:{httpx_port}/v1/chat/completions", None, args, workdir
-            )
-        results["guard, audit off"] = run_wrk(
-            f"http://127.0.0.1:{rules_port}/v1/chat/completions", key, args, workdir
-        )
-        results["guard proxy"] = run_wrk(
-            f"http://127.0.0.1:{guard_port}/v1/chat/completions", key, args, workdir
-        )
+        worker_counts = [int(w) for w in args.workers.split(",")]
         single = argparse.Namespace(**{**vars(args), "connections": 1, "threads": 1})
-        results["bare, 1 connection"] = run_wrk(
-            f"http://127.0.0.1:{bare_port}/v1/chat/completions", None, single, workdir
-        )
-        results["guard, 1 connection"] = run_wrk(
-            f"http://127.0.0.1:{guard_port}/v1/chat/completions", key, single, workdir
-        )
-        print(f"\n{'':22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>9}{'sock err':>9}")
-        for name, r in results.items():
-            print(
-                f"{name:22}{r['rps']:10.0f}{r['p50_ms']:10.2f}{r['p99_ms']:10.2f}"
-                f"{r['non2xx']:9.0f}{r['socket_errors']:9.0f}"
-            )
-        bare, guard = results["bare (aiohttp)"], results["guard proxy"]
-        rules_only = results["guard, audit off"]
-        print(f"\nguard/bare requests/s ratio: {guard['rps'] / bare['rps']:.2f}  (goal >= 0.70)")
-        print(f"guard without audit/bare ratio: {rules_only['rps'] / bare['rps']:.2f}")
-        print(
-            f"added p99 at c={args.connections} (saturated, mostly queueing): "
-            f"{guard['p99_ms'] - bare['p99_ms']:.2f} ms"
-        )
-        one_bare, one_guard = results["bare, 1 connection"], results["guard, 1 connection"]
-        print(
-            f"added latency unloaded (1 connection): p50 "
-            f"{one_guard['p50_ms'] - one_bare['p50_ms']:.2f} ms, p99 "
-            f"{one_guard['p99_ms'] - one_bare['p99_ms']:.2f} ms  (goal: added p99 <= 10 ms)"
-        )
-        if args.clients:
-            print(
-                f"bare aiohttp/httpx requests/s ratio: "
-                f"{bare['rps'] / results['bare (httpx)']['rps']:.2f}"
-            )
+        for workers in worker_counts:
+            targets: dict[str, tuple[str, str | None]] = {
+                "upstream direct": (f"{upstream}/chat/completions", None),
+                "bare proxy": (
+                    f"http://127.0.0.1:{serve_bare(upstream, workers)}/v1/chat/completions",
+                    None,
+                ),
+            }
+            for label, audit in audits.items():
+                port = serve_guard(upstream, audit, workers)
+                targets[f"guard, audit {label}"] = (
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                    key,
+                )
+            for url, k in targets.values():  # warm up (classifier load, pools)
+                run_wrk(url, k, argparse.Namespace(**{**vars(args), "duration": 1}), workdir)
+            for stream in (False, True):
+                runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+                for _ in range(args.rounds):
+                    for name, (url, k) in targets.items():
+                        runs[name].append(run_wrk(url, k, args, workdir, stream=stream))
+                one: dict[str, dict[str, float]] = {}
+                for name, (url, k) in targets.items():
+                    one[name] = run_wrk(url, k, single, workdir, stream=stream)
+                results = {name: median_of(r) for name, r in runs.items()}
+                mode = "streaming" if stream else "non-streaming"
+                print(f"\n== {workers} worker(s), {mode} ({load()}) ==")
+                print(
+                    f"{'':24}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'x bare':>8}{'non2xx':>8}"
+                    f"{'c=1 p50':>9}{'c=1 p99':>9}{'+p99 vs up':>11}"
+                )
+                bare_rps = results["bare proxy"]["rps"]
+                direct_p99 = one["upstream direct"]["p99_ms"]
+                for name, r in results.items():
+                    print(
+                        f"{name:24}{r['rps']:9.0f}{r['p50_ms']:9.2f}{r['p99_ms']:9.2f}"
+                        f"{r['rps'] / bare_rps:8.2f}{r['non2xx']:8.0f}"
+                        f"{one[name]['p50_ms']:9.2f}{one[name]['p99_ms']:9.2f}"
+                        f"{one[name]['p99_ms'] - direct_p99:11.2f}"
+                    )
+                print("goals: guard >= 0.70 x bare req/s; added p99 at c=1 <= 10 ms")
 
-        paced_bare = serve_bare(paced, "aiohttp")
-        paced_guard = serve_guard(paced)
+        paced_bare = serve_bare(paced, 1)
+        paced_guard = serve_guard(paced, audits["SQLite"], 1)
         t_bare = asyncio.run(
             ttft(f"http://127.0.0.1:{paced_bare}/v1/chat/completions", None, args.ttft_runs)
         )
@@ -412,10 +412,11 @@ def main() -> None:
         )
         print(
             f"\nstreaming time to first token (upstream paces 4-char chunks every 5 ms; "
-            f"default policy hold-back 24 chars), median of {args.ttft_runs}: "
+            f"default policy hold-back), median of {args.ttft_runs}: "
             f"bare {t_bare * 1000:.1f} ms, guard {t_guard * 1000:.1f} ms, "
             f"added {(t_guard - t_bare) * 1000:.1f} ms"
         )
+        print(f"{load()} at end")
     finally:
         for process in processes:
             process.terminate()
@@ -424,6 +425,11 @@ def main() -> None:
                 process.wait(20)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def bare_from_env():
+    """The bare app for uvicorn workers (``--serve-bare``)."""
+    return bare_app(os.environ["BENCH_BARE_UPSTREAM"])
 
 
 if __name__ == "__main__":
