@@ -90,6 +90,10 @@ VALIDATORS: dict[str, Callable[[str], bool]] = {
 }
 """Validators by the name policy files use for them."""
 
+from guardrails.national_ids import NATIONAL_ID_VALIDATORS  # noqa: E402  (stdnum, lazily)
+
+VALIDATORS.update(NATIONAL_ID_VALIDATORS)
+
 
 def get_validator(name: str) -> Callable[[str], bool]:
     """The validator called ``name``; raises ``KeyError`` naming the known ones."""

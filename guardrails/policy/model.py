@@ -10,13 +10,19 @@ import enum
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import regex
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from guardrails.decision import Action, PolicyRef, Severity, Stage
 from guardrails.normalize import ALL_STEPS, Step
+from guardrails.validators import VALIDATORS
+
+if TYPE_CHECKING:
+    ValidatorName = str
+else:  # every registered validator (guardrails.validators), so the JSON Schema lists them
+    ValidatorName = Literal[tuple(sorted(VALIDATORS))]
 
 
 class OnError(enum.StrEnum):
@@ -160,7 +166,7 @@ class Rule(_Model):
             " declaration can never make a rule miss a match."
         ),
     )
-    validator: Literal["cn_resident_id", "iban", "luhn", "us_ssn"] | None = Field(
+    validator: ValidatorName | None = Field(
         None, description="Checksum a match must pass to count."
     )
     normalization: tuple[Step, ...] | None = Field(

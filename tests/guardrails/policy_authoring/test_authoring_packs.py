@@ -22,6 +22,7 @@ PACKS = [
     "legal",
     "default",
     "moderation",
+    "pii-national",
 ]
 SCHEMA_LINE = "# yaml-language-server: $schema=./policy.schema.json"
 
