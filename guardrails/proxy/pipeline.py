@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from starlette.types import Receive, Scope, Send
 
 from guardrails.decision import Stage
@@ -429,8 +430,17 @@ class GuardedCall:
 
 
 def _sse(data: Mapping[str, Any] | str) -> bytes:
-    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    return f"data: {text}\n\n".encode()
+    if isinstance(data, str):
+        return f"data: {data}\n\n".encode()
+    return b"data: " + json_bytes(data) + b"\n\n"
+
+
+def json_bytes(data: Mapping[str, Any]) -> bytes:
+    """Compact JSON (orjson on the hot path; the stdlib for what orjson refuses)."""
+    try:
+        return orjson.dumps(data)
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(data, separators=(",", ":")).encode()
 
 
 _EVENT_STREAM_HEADERS = [
@@ -689,5 +699,6 @@ __all__: list[str] = [
     "blocked_input_error",
     "generator_error",
     "guard_headers",
+    "json_bytes",
     "shown_rules",
 ]

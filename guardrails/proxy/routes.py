@@ -26,6 +26,7 @@ from guardrails.proxy.pipeline import (
     Caller,
     GuardedCall,
     GuardedStreamResponse,
+    json_bytes,
 )
 from guardrails.proxy.policies import GuardSlot
 from guardrails.proxy.schemas import ChatCompletionRequest, CompletionRequest, ModerationRequest
@@ -162,7 +163,7 @@ async def _completion(
     body, headers = await guarded.run()
     if limiter is not None:
         await limiter.charge(caller, completion_tokens(body))
-    return JSONResponse(body, headers=headers)
+    return Response(json_bytes(body), headers=headers, media_type="application/json")
 
 
 def completion_tokens(body: dict[str, Any]) -> int:
