@@ -161,10 +161,12 @@ class NumpyFastBackend:
 
     def probabilities(self, texts: list[str]) -> npt.NDArray[np.float32]:
         ids, offsets = batch_ngram_ids(texts, buckets=self.buckets)
-        rows = np.take(self.embedding, ids, axis=0)
-        sums = np.add.reduceat(rows, offsets, axis=0) if len(texts) > 1 else rows.sum(0)[None]
-        counts = np.diff(np.r_[offsets, len(ids)]).astype(np.float32)
-        mean = sums / counts[:, None]
+        # one gather and sum per bag: numpy's reduceat over a (rows, dim) array and one big
+        # gather for the batch both measured several times slower than this loop
+        ends = np.r_[offsets[1:], len(ids)]
+        mean = np.empty((len(texts), self.embedding.shape[1]), dtype=np.float32)
+        for k, (start, end) in enumerate(zip(offsets.tolist(), ends.tolist(), strict=True)):
+            mean[k] = np.take(self.embedding, ids[start:end], axis=0).mean(axis=0)
         hidden = np.maximum(mean @ self.w1 + self.b1, 0.0)
         logits = hidden @ self.w2 + self.b2
         out: npt.NDArray[np.float32] = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
