@@ -63,7 +63,7 @@ def _stretched(draw: st.DrawFn, text: str) -> str:
 
 
 @settings(
-    max_examples=300,
+    max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -83,7 +83,7 @@ def test_shortcuts_find_exactly_what_a_full_scan_finds(data: st.DataObject) -> N
 
 
 @pytest.mark.parametrize("seed", SEEDS, ids=lambda s: f"{s.pack}:{s.text[:30]}")
-@pytest.mark.parametrize("pad", [0, 255, 300])
+@pytest.mark.parametrize("pad", [0, 300])
 def test_every_seed_at_the_old_window_edges(seed, pad):
     """Each inline test, padded to put its match at and around the old window edges, gives
     the same findings with and without the shortcuts, in its own pack."""

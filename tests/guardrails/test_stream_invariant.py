@@ -73,7 +73,7 @@ _PAD = st.sampled_from(["", " ", "IBAN ", "Note: ", "x", "\n\n", "ok 12 ", "D", 
 
 
 @settings(
-    max_examples=300,
+    max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
