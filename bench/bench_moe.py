@@ -349,6 +349,46 @@ def compare_transformers(path: Path, tokens: int, prompt_len: int, rounds: int) 
     )
 
 
+def _load_child(spec: str) -> None:
+    """Load one checkpoint in this fresh process; print peak RSS growth against the weights."""
+    who, dtype_name, path = spec.split(",", 2)
+    dtype = getattr(torch, dtype_name)
+    torch.zeros(1) @ torch.zeros(1)
+    base = _rss_mb()
+    sampler = PeakRSS()
+    start = time.perf_counter()
+    if who == "ours":
+        from guardrails.generators.moe.loading import load_model
+
+        model: torch.nn.Module = load_model(Path(path), dtype=dtype)
+    else:
+        import transformers
+
+        model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    seconds = time.perf_counter() - start
+    peak = sampler.stop()
+    weights = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    print(json.dumps({"weights_mb": weights, "peak_mb": peak - base, "seconds": seconds}))
+
+
+def compare_loading(path: Path) -> None:
+    """Peak RSS while loading, ours against transformers, fp32 and bf16 (fresh processes)."""
+    print(f"\n## Loading {path.name}: peak RSS growth while loading / the weights' size")
+    for dtype in ("float32", "bfloat16"):
+        for who in ("transformers", "ours"):
+            out = subprocess.run(
+                [sys.executable, __file__, "--load-child", f"{who},{dtype},{path}"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            print(
+                f"{who:<13}{dtype:<9} weights {r['weights_mb']:7.0f} MB  peak {r['peak_mb']:7.0f} "
+                f"MB  x{r['peak_mb'] / r['weights_mb']:.2f}  ({r['seconds']:.1f} s wall)"
+            )
+
+
 def compare_batching(tokens: int) -> None:
     prompts = [
         "The with statement",
@@ -423,7 +463,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--checkpoint", type=Path, default=BUNDLED_DIR)
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--only", choices=["decode", "dense", "int8", "batching", "transformers"])
+    parser.add_argument("--load-child", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--only", choices=["decode", "dense", "int8", "batching", "transformers", "load"]
+    )
     parser.add_argument(
         "--against",
         type=Path,
@@ -442,6 +485,9 @@ def main() -> None:
         return
     if args.child:
         _child(args.child, args.tokens, args.threads)
+        return
+    if args.load_child:
+        _load_child(args.load_child)
         return
     torch.set_num_threads(args.threads)
     global CHECKPOINT
@@ -462,6 +508,8 @@ def main() -> None:
         compare_batching(args.tokens)
     if args.against is not None and args.only in (None, "transformers"):
         compare_transformers(args.against, args.tokens, args.prompt_len, args.rounds)
+    if args.against is not None and args.only in (None, "load"):
+        compare_loading(args.against)
 
 
 if __name__ == "__main__":
