@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -28,6 +29,8 @@ from audit.schema import EVENTS, GENESIS_HASH, PURGES
 from audit.store import AuditStore
 
 __all__ = ["PurgeResult", "parse_age", "purge_bodies", "purge_record_hash"]
+
+_log = logging.getLogger(__name__)
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -163,4 +166,8 @@ def purge_bodies(
     finally:
         if owned:
             engine.dispose()
+    _log.info(
+        "audit_purged",
+        extra={"cutoff": cutoff.isoformat(), "events": purged, "chains": len(chains)},
+    )
     return PurgeResult(cutoff, purged, chains)

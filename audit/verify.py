@@ -23,6 +23,7 @@ the database can also recompute every hash: use a key where that matters.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ from audit.schema import CHAINS, CHECKPOINTS, EVENTS, GENESIS_HASH, PURGES
 from audit.store import AuditStore
 
 __all__ = ["PURGE_LOG", "ChainProblem", "UnclosedStream", "VerifyReport", "verify_chain"]
+
+_log = logging.getLogger(__name__)
 
 PURGE_LOG = "audit_purges"
 """The ``chain_id`` of a `ChainProblem` about the chain of purge records."""
@@ -462,7 +465,19 @@ def verify_chain(
     try:
         notes = () if published is None else tuple(load_published(published, public_keys))
         with engine.connect() as conn:
-            return _verify(conn, hmac_key, tuple(public_keys), progress, notes)
+            report = _verify(conn, hmac_key, tuple(public_keys), progress, notes)
+        log = _log.info if report.ok else _log.warning
+        log(
+            "audit_verified",
+            extra={
+                "ok": report.ok,
+                "events": report.events_checked,
+                "chains": report.chains_checked,
+                "problems": len(report.problems),
+                "unclosed": len(report.unclosed),
+            },
+        )
+        return report
     except SQLAlchemyError as exc:
         raise AuditStoreError(
             f"verifying the audit log at {safe_url(engine.url)} failed: {exc}"
