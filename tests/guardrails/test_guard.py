@@ -81,7 +81,7 @@ def test_blocked_input_never_calls_the_generator(guard, audit_url):
     with pytest.raises(Blocked) as info:
         guard.wrap(fake)(INJECTION)
     assert fake.prompts == []
-    assert info.value.verdict.rule_ids == ("injection.ignore_instructions",)
+    assert info.value.verdict.rule_ids[0] == "injection.ignore_instructions"
     (event,) = _events(audit_url)
     assert event.request_id == info.value.request_id
     assert event.action == "block"
@@ -156,7 +156,9 @@ def test_caller_context_is_audited(guard, audit_url):
         "m",
         "req-123",
     )
-    assert event.metadata == {"ticket": "T-9"}
+    assert {k: v for k, v in event.metadata.items() if k != "classifier_digest"} == {
+        "ticket": "T-9"
+    }
 
 
 def test_generator_failure_is_audited_and_wrapped(guard, audit_url):
@@ -358,7 +360,7 @@ def test_unstorable_output_and_odd_metadata_are_audited(guard, audit_url):
         assert guard.wrap(FakeGenerator(["a\x00b\udc80"]))("xy") == "a\x00b\udc80"
     (event,) = _events(audit_url)
     assert event.output == "a\\x00b\\udc80"
-    assert set(event.metadata) == {"when", "ratio"}
+    assert set(event.metadata) - {"classifier_digest"} == {"when", "ratio"}
 
 
 @pytest.mark.postgres
@@ -393,7 +395,7 @@ def test_call_returns_outcome_instead_of_raising(guard, audit_url):
     blocked = guard.call(fake, INJECTION)
     assert blocked.blocked
     assert blocked.output is None
-    assert blocked.verdict.rule_ids == ("injection.ignore_instructions",)
+    assert blocked.verdict.rule_ids[0] == "injection.ignore_instructions"
     assert [e.request_id for e in _events(audit_url)] == [ok.request_id, blocked.request_id]
 
 
