@@ -78,6 +78,9 @@ __all__ = [
 
 log = get_logger("guardrails.pipeline")
 
+#: How often a check that ran past ``check_timeout_ms`` while starved of CPU is run again.
+_STARVED_CHECKS = 3
+
 StreamEnd = Literal["complete", "blocked", "client_closed", "error"]
 
 
@@ -406,10 +409,21 @@ class Pipeline:
                     ),
                 )
             ]
-        budget_ms: float | None = getattr(self.policy.settings, "check_timeout_ms", None)
-        deadline = time.monotonic() + budget_ms / 1000 if budget_ms else None
+        budget_ms = self.policy.settings.check_timeout_ms
         t0 = time.perf_counter()
-        findings = self.engine.scan(text, stage, deadline=deadline).findings
+        for attempt in range(_STARVED_CHECKS):
+            cpu_began = time.thread_time()
+            deadline = time.monotonic() + budget_ms / 1000 if budget_ms else None
+            findings = self.engine.scan(text, stage, deadline=deadline).findings
+            if budget_ms is None or not any(f.rule_id == "check_timeout" for f in findings):
+                break
+            # Past the deadline having used under half of it in CPU: the thread waited for a
+            # core (a busy machine), it did not work that long. Check again, so that the
+            # verdict does not depend on load; bounded, so a check that is slow stays bounded.
+            if (time.thread_time() - cpu_began) * 1000 >= budget_ms / 2:
+                break
+            if attempt < _STARVED_CHECKS - 1:
+                log.warning("check_starved", stage=stage.value, budget_ms=budget_ms)
         timings["rules"] = (time.perf_counter() - t0) * 1000
         if self.classifier_rules[stage] and text.strip():
             if deadline is not None and time.monotonic() >= deadline:

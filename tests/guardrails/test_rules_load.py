@@ -63,3 +63,33 @@ def test_a_rule_starved_every_time_eventually_counts_as_a_timeout(monkeypatch, s
     findings = engine.scan("the password is huntertwo", Stage.INPUT).findings
     assert [f.rule_id for f in findings] == ["word"]
     assert "timed out" in (findings[0].message or "")
+
+
+def test_a_check_starved_past_its_deadline_is_checked_again(monkeypatch):
+    """The whole-check deadline counts work too: a check that ran past ``check_timeout_ms``
+    while its thread waited for a core is run again, and the verdict is the one alone."""
+    from guardrails.pipeline import Pipeline
+
+    policy = Policy.from_content(
+        "name: d\nsettings: {check_timeout_ms: 30}\nrules:\n"
+        "  - {id: word, pattern: 'hunter[a-z]+', action: redact}\n"
+    )
+    pipeline = Pipeline(policy)
+    alone = pipeline.check("the password is huntertwo", Stage.INPUT)
+    real_scan = pipeline.engine.scan
+    calls = []
+
+    def starved_once(text, stage, **options):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.05)  # past the 30 ms deadline, with no CPU used
+            return type(real_scan(text, stage))(
+                findings=[pipeline.engine.error_finding("check_timeout", "past the deadline")]
+            )
+        return real_scan(text, stage, **options)
+
+    monkeypatch.setattr(pipeline.engine, "scan", starved_once)
+    loaded = pipeline.check("the password is huntertwo", Stage.INPUT)
+    assert len(calls) == 2
+    assert loaded.action == alone.action
+    assert loaded.rule_ids == alone.rule_ids == ("word",)
