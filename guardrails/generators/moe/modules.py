@@ -286,7 +286,6 @@ class MLAttention(nn.Module):
         out = _attend(q, k, v, mask, self.scale)
         return _linear(self.o_proj, out.transpose(1, 2).reshape(b, t, -1))
 
-
     def _absorbed(
         self, q_pass: Tensor, q_rot: Tensor, latent: Tensor, k_rot: Tensor, mask: Tensor | None
     ) -> Tensor:

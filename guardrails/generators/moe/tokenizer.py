@@ -17,6 +17,7 @@ TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 
 __all__ = [
     "EOS_TOKEN",
+    "TOKENIZER_CONFIG_FILE",
     "BPETokenizer",
     "ChatTemplate",
     "read_chat_template",
@@ -73,13 +74,6 @@ def train_bpe(texts: Iterable[str], *, vocab_size: int) -> BPETokenizer:
     )
     tok.train_from_iterator(texts, trainer=trainer)
     return BPETokenizer(tok)
-
-
-__all__ = [
-    "EOS_TOKEN",
-    "BPETokenizer",
-    "train_bpe",
-]
 
 
 @dataclass(frozen=True, slots=True)

@@ -473,6 +473,7 @@ __all__ = [
     "TrainSettings",
     "default_corpus",
     "evaluate",
+    "load_cv",
     "read_corpus",
     "split_tokens",
     "train",
