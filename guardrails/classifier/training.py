@@ -413,6 +413,7 @@ def _as_dicts(metrics: Sequence[CategoryMetrics]) -> dict[str, dict[str, float]]
 __all__ = [
     "BLOCK_PRECISION_TARGET",
     "MIN_SIGNAL_CHARS",
+    "MIN_THRESHOLD",
     "PRECISION_TARGET",
     "FastConfig",
     "MiniLMConfig",
