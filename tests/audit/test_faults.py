@@ -115,13 +115,15 @@ def _check(url: str, acked: list[tuple[str, bool]]) -> tuple[int, int, int]:
     "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 )
 def test_kill_9_at_random_points(backend, request, policy_digest):
-    """Three kill -9s of a process writing with 4 threads, each after a random number of
-    answered calls (mid-batch), on one store: every answered call is stored exactly once,
-    and all the chains (one per killed writer) verify."""
+    """Repeated kill -9s (``GUARDRAILS_FAULT_KILLS``, default 2; set 20 for the issue's run)
+    of a process writing with 4 threads, each after a random number of answered calls
+    (mid-batch), on one store: every answered call is stored exactly once, and all the
+    chains (one per killed writer) verify."""
     url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
     rng = random.Random(os.environ.get("GUARDRAILS_FAULT_SEED", "11"))
     acked: list[tuple[str, bool]] = []
-    for _ in range(3):
+    kills = int(os.environ.get("GUARDRAILS_FAULT_KILLS", "2"))
+    for _ in range(kills):
         loader = Loader(url, None, policy_digest)
         try:
             loader.wait_for(rng.randint(50, 300))
@@ -129,9 +131,9 @@ def test_kill_9_at_random_points(backend, request, policy_digest):
             loader.kill()
         acked += loader.acked
     answered, stored, duplicates = _check(url, acked)
-    assert answered >= 150
+    assert answered >= 50 * kills
     assert duplicates == 0
-    assert stored - answered <= 3 * 512  # at most one unanswered batch per kill
+    assert stored - answered <= kills * 512  # at most one unanswered batch per kill
 
 
 @pytest.mark.postgres
