@@ -252,6 +252,12 @@ class Guard:
         )
         return verdict
 
+    def warm(self) -> Guard:
+        """Load and run the policy's classifier now (no-op without classifier rules), so
+        the first call does not wait for it. Returns the guard."""
+        self.pipeline.warm()
+        return self
+
     def stream_checker(self, stage: Stage | str = Stage.OUTPUT) -> StreamChecker:
         """A checker for one stream of chunks (see `guardrails.streaming`)."""
         return self.pipeline.stream_checker(Stage(stage))
@@ -547,10 +553,14 @@ class _Stepper:
     emitted_marker: bool = False
     cancel_pending: bool = False
     extra: list[str] = field(default_factory=list)
+    #: How many times the flow was resumed: tells a driver whether another task (a
+    #: concurrent ``aclose``) moved the flow on while it awaited an effect.
+    count: int = 0
 
     def send(self, value: Any = None, error: BaseException | None = None) -> None:
         """Resume the flow with ``value`` (or ``error`` thrown in); note its next effect."""
         self.started = True
+        self.count += 1
         try:
             effect = self.flow.throw(error) if error is not None else self.flow.send(value)
         except StopIteration as stop:
@@ -714,8 +724,13 @@ class AsyncGuardedStream(_StreamBase, AsyncIterator[str]):
         with structlog.contextvars.bound_contextvars(request_id=self._call.request_id):
             await self._advance(prime=True)
 
+    _closing: bool = False
+    _inflight: asyncio.Future[object] | None = None
+
     async def _advance(self, *, prime: bool = False) -> str | None:
         steps = self._steps
+        if self._closing:  # an aclose() owns the flow now
+            return None
         if not steps.started:
             steps.send()
         elif isinstance(steps.effect, Release):
@@ -729,24 +744,31 @@ class AsyncGuardedStream(_StreamBase, AsyncIterator[str]):
                 return effect.text
             if prime and isinstance(effect, Pull):
                 return None
+            before = steps.count
             try:
                 if isinstance(effect, Write):
-                    value = await self._shielded_write(effect)
+                    value = await self._shielded_write(effect, driver=True)
                 else:
                     value = await self._guard._aperform(effect, self._run)
             except asyncio.CancelledError:
                 await self._cancel_flow()
                 raise
             except Exception as exc:
+                if steps.count != before or self._closing:
+                    return None  # a concurrent aclose() took the flow over meanwhile
                 steps.send(error=exc)
                 continue
+            if steps.count != before or self._closing:
+                return None
             steps.send(value)
         return None
 
-    async def _shielded_write(self, effect: Write) -> object:
+    async def _shielded_write(self, effect: Write, *, driver: bool = False) -> object:
         """Write, finishing the write even if the caller is cancelled meanwhile (the
         cancellation is then delivered at the flow's next step)."""
         task = asyncio.ensure_future(self._guard._awrite(effect))
+        if driver:
+            self._inflight = task
         while True:
             try:
                 return await asyncio.shield(task)
@@ -760,8 +782,25 @@ class AsyncGuardedStream(_StreamBase, AsyncIterator[str]):
     async def _cancel_flow(self) -> None:
         """The caller went away: let the flow close the record, performing its last writes."""
         steps = self._steps
-        if steps.ended or not steps.started:
+        if steps.ended or not steps.started or self._closing:
             return
+        self._closing = True
+        inflight = self._inflight
+        if inflight is not None and not inflight.done() and isinstance(steps.effect, Write):
+            # A concurrent aclose() while the iterating task awaits a write (the opening):
+            # let that write finish and hand its result to the flow first, so the record
+            # the flow closes below is one that was opened, in order.
+            before = steps.count
+            await asyncio.wait([inflight])
+            if steps.count == before and not steps.ended:
+                if inflight.cancelled():
+                    steps.send(error=RuntimeError("the audit write was cancelled"))
+                elif (error := inflight.exception()) is not None:
+                    steps.send(error=error)
+                else:
+                    steps.send(inflight.result())
+            if steps.ended:
+                return
         with contextlib.suppress(ClientClosed):
             steps.send(error=ClientClosed())
             while (effect := steps.effect) is not None:

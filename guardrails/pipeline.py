@@ -453,6 +453,14 @@ class Pipeline:
                 self._classifier = load_classifier(self.policy.settings.classifier.model)
             return self._classifier
 
+    def warm(self) -> None:
+        """Load the classifier now (and run it once) if the policy has classifier rules, so
+        the first call does not pay for it; a proxy calls this before it reports ready."""
+        if any(self.classifier_rules.values()):
+            warm = getattr(self.scorer(), "warm", None)
+            if callable(warm):
+                warm()
+
     def classify(self, text: str, stage: Stage) -> list[Finding]:
         """The classifier rules of ``stage`` that fire on ``text`` (errors become findings)."""
         rules = self.classifier_rules[stage]
@@ -465,6 +473,9 @@ class Pipeline:
             return [self.engine.error_finding("classifier", f"classifier failed: {exc!r}")]
         findings: list[Finding] = []
         mode = self.policy.settings.mode
+        has_signal = getattr(scorer, "has_signal", None)
+        # Too little text to judge ("yes", "who are you?"): the classifier alone never blocks it.
+        short = callable(has_signal) and not has_signal(text)
         for rule in rules:
             match = rule.classifier
             assert match is not None
@@ -482,15 +493,20 @@ class Pipeline:
                 else thresholds.get(match.category, 0.5)
             )
             if score >= threshold:
+                action = rule.action
+                message = rule.message
+                if short and action is Action.BLOCK:
+                    action = Action.FLAG
+                    message = f"{message} (too short to block on the classifier alone)".strip()
                 findings.append(
                     Finding(
                         rule_id=rule.id,
                         category=rule.category,
-                        action=rule.action,
+                        action=action,
                         severity=rule.severity,
-                        span=Span(0, len(text)) if rule.action is Action.REDACT else None,
+                        span=Span(0, len(text)) if action is Action.REDACT else None,
                         score=round(score, 4),
-                        message=rule.message,
+                        message=message,
                         replacement=rule.redaction,
                         shadow=(rule.mode or mode) is Mode.SHADOW,
                     )

@@ -324,6 +324,7 @@ def test_audit_outage_under_allow_without_spill_still_refuses():
         guard.wrap(FakeGenerator(["x"]))("one")
     assert sink.written == []
 
+
 def test_shadow_mode_records_without_enforcing(audit_url):
     """A shadow rule's finding is audited and flagged, but the call is not blocked."""
     policy = Policy.from_content(
@@ -516,3 +517,55 @@ def test_classifier_digest_is_recorded_in_events(audit_url):
         guard.wrap(FakeGenerator(["fine"]))("hello")
     (event,) = _events(audit_url)
     assert event.metadata["classifier_digest"] == "ab" * 32
+
+
+def test_short_text_is_never_blocked_by_the_classifier_alone():
+    """A text with too little signal ("yes") is flagged, not blocked, by a classifier rule
+    that would block it; with enough text the same rule blocks, and rules still block."""
+
+    class Eager:
+        thresholds = {"violence": 0.5}  # noqa: RUF012 - a read-only stand-in
+
+        def score(self, texts):
+            return [{"violence": 0.99} for _ in texts]
+
+        def has_signal(self, text):
+            return len(text) >= 12
+
+    policy = Policy.from_content(
+        "name: s\nrules:\n"
+        "  - {id: v, classifier: {category: violence, threshold: 0.1}, action: block}\n"
+        "  - {id: word, keywords: [launch], action: block}\n"
+    )
+    guard = Guard(policy, classifier=Eager())
+    short = guard.check("yes")
+    assert short.action.value == "flag"
+    assert short.rule_ids == ("v",)
+    assert guard.check("this is a long enough message").action.value == "block"
+    assert guard.check("launch").action.value == "block"
+
+
+def test_warm_loads_the_classifier_before_the_first_call():
+    """Guard.warm() loads and runs the policy's classifier up front; without classifier
+    rules it loads nothing."""
+    calls = []
+
+    class Counting:
+        thresholds = {"violence": 0.5}  # noqa: RUF012 - a read-only stand-in
+
+        def score(self, texts):
+            calls.append(list(texts))
+            return [{"violence": 0.0} for _ in texts]
+
+        def warm(self):
+            self.score(["warm"])
+            return self
+
+    with_rules = Policy.from_content(
+        "name: c\nrules:\n  - {id: v, classifier: {category: violence}}\n"
+    )
+    Guard(with_rules, classifier=Counting()).warm()
+    assert calls == [["warm"]]
+    calls.clear()
+    Guard(Policy.from_content("name: r\nrules: []\n"), classifier=Counting()).warm()
+    assert calls == []
