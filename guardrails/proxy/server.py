@@ -87,6 +87,10 @@ def protocol_for(config: ProxyConfig) -> type[SlowClientProtocol]:
     )
 
 
+#: How long a worker may take to answer uvicorn's liveness ping (starting up included).
+_WORKER_HEALTHCHECK_S = 120
+
+
 def uvicorn_options(config: ProxyConfig, *, in_process: bool = False) -> dict[str, Any]:
     """The uvicorn options the proxy runs with (`guardrails serve` and the tests).
 
@@ -98,6 +102,10 @@ def uvicorn_options(config: ProxyConfig, *, in_process: bool = False) -> dict[st
         "http": protocol_for(config) if in_process else SlowClientProtocol,
         "limit_concurrency": config.max_connections,
         "timeout_keep_alive": config.keep_alive_s,
+        # uvicorn kills a worker that does not answer its supervisor's ping within this time
+        # (default 5 s), and a worker still importing torch on a busy machine cannot: it was
+        # killed and respawned forever, so the server never came up under load.
+        "timeout_worker_healthcheck": _WORKER_HEALTHCHECK_S,
     }
 
 

@@ -69,11 +69,13 @@ def test_regex_timeout_on_a_test_is_named(tmp_path):
     """A case whose text makes a rule time out fails with the rule named in the diff.
 
     The pattern backtracks exponentially (about fib(60) steps on this text), so it runs out
-    of a generous 250 ms budget however fast or busy the machine is.
+    of a generous 250 ms budget however fast or busy the machine is; the whole-check deadline
+    is off, so on a starved machine it cannot fire first and name itself instead.
     """
     path = tmp_path / "slow.yaml"
     path.write_text(
-        "name: slow\nsettings: {regex_timeout_ms: 250, on_error: allow}\nrules:\n"
+        "name: slow\nsettings: {regex_timeout_ms: 250, check_timeout_ms: null, on_error: allow}\n"
+        "rules:\n"
         "  - {id: slow, pattern: '^(x|xx)+$'}\n"
         f"tests:\n  - {{text: '{'x' * 60}!', expect: flag}}\n",
         encoding="utf-8",
