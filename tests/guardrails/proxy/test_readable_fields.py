@@ -303,3 +303,26 @@ def test_completions_logprobs_dropped_when_edited(client):
     assert edited.choices[0].logprobs is None
     clean = client.completions.create(model="fake-model", prompt="say: fine", logprobs=1)
     assert "".join(clean.choices[0].logprobs.tokens) == "fine"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_each_prompt_is_checked_once(client, monkeypatch, stream):
+    """The prompt of a call, streamed or not, goes through the input check exactly once."""
+    from guardrails.decision import Stage
+    from guardrails.pipeline import Pipeline
+
+    seen: list[str] = []
+    original = Pipeline.findings
+
+    def counting(self, text, stage, timings):  # type: ignore[no-untyped-def]
+        if stage is Stage.INPUT and "count me once" in text:
+            seen.append(text)
+        return original(self, text, stage, timings)
+
+    monkeypatch.setattr(Pipeline, "findings", counting)
+    response = client.chat.completions.create(
+        model="fake-model", messages=_say("say: count me once"), stream=stream
+    )
+    if stream:
+        list(response)
+    assert len(seen) == 1
