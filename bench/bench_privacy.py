@@ -48,8 +48,9 @@ def cached_encode(examples: Sequence[Any], cfg: Any) -> Any:
 
     from guardrails.privacy.classifier import encode
 
+    shape = (type(cfg).__name__, cfg.window_chars, cfg.stride_chars, getattr(cfg, "max_tokens", 0))
     key = hashlib.sha256(
-        json.dumps([repr(cfg), [(e.text, sorted(e.labels)) for e in examples]]).encode()
+        json.dumps([shape, [(e.text, sorted(e.labels)) for e in examples]]).encode()
     ).hexdigest()[:24]
     path = CACHE / f"{key}.pt"
     if path.exists():
@@ -73,7 +74,7 @@ def clf_settings(eps: float, epochs: int, batch: int) -> Any:
         epochs=epochs,
         batch_size=batch,
         max_physical_batch_size=batch,
-        optimizer="adam",
+        optimizer="sgd",  # lr: the default rule, batch/1024
         clipping="standard",
     )
 
@@ -115,6 +116,21 @@ def bench_classifier(tmp: Path, args: argparse.Namespace) -> dict[float, dict[st
             f"σ={out[eps]['sigma']:.3f} macro F1={macro['f1']:.3f} AUPRC={macro['auprc']:.3f}"
             f" epoch {out[eps]['epoch_s']:.3f} s"
         )
+    # a tuned non-private model as well (Adam, a wider head): the same loop without noise is
+    # the like-for-like floor, this one shows what privacy costs against the best we have
+    from guardrails.privacy.engine import DPSettings
+
+    tuned = classifier_run(
+        train,
+        tmp / "clf-tuned",
+        settings=DPSettings(dp=False, epochs=30, batch_size=256, max_physical_batch_size=256),
+        val=val,
+        test=test,
+        cfg=DPMiniLMConfig(hidden=128),
+        encoder=cached_encode,
+    )
+    out[-1.0] = {"f1": tuned.extra["test_macro"]["f1"], "epoch_s": 0.0}
+    print(f"  classifier non-private tuned (Adam, 128 units) macro F1={out[-1.0]['f1']:.3f}")
     return out
 
 
@@ -215,8 +231,8 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=1500, help="classifier private records")
     parser.add_argument("--val", type=int, default=500, help="public val records (thresholds)")
     parser.add_argument("--test", type=int, default=500, help="public test records")
-    parser.add_argument("--clf-epochs", type=int, default=30)
-    parser.add_argument("--clf-batch", type=int, default=256)
+    parser.add_argument("--clf-epochs", type=int, default=60)
+    parser.add_argument("--clf-batch", type=int, default=1024)
     parser.add_argument("--records", type=int, default=400, help="generator private records")
     parser.add_argument("--heldout", type=int, default=200, help="generator public held-out")
     parser.add_argument("--gen-epochs", type=int, default=3)
@@ -239,11 +255,12 @@ def main() -> None:
             floor = clf[math.inf]
             for eps in (3.0, 8.0):
                 goal = 5.0 if eps == 8.0 else 10.0
-                gap = 100 * (floor["f1"] - clf[eps]["f1"])
-                print(
-                    f"  classifier ε={eps}: {gap:+.1f} F1 points below non-private "
-                    f"(goal ≤ {goal:.0f}: {'met' if gap <= goal else 'MISSED'})"
-                )
+                for name, ref in (("same loop", floor), ("tuned", clf[-1.0])):
+                    gap = 100 * (ref["f1"] - clf[eps]["f1"])
+                    print(
+                        f"  classifier ε={eps}: {gap:+.1f} F1 points below non-private {name} "
+                        f"(goal ≤ {goal:.0f}: {'met' if gap <= goal else 'MISSED'})"
+                    )
             ratio = clf[8.0]["epoch_s"] / floor["epoch_s"]
             print(
                 f"  classifier cost per epoch DP/non-private x{ratio:.2f} "

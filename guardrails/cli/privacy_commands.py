@@ -51,14 +51,16 @@ AccountantOption = Annotated[
 ]
 OptimizerOption = Annotated[
     str | None,
-    typer.Option("--optimizer", help="sgd or adam (default: adam)."),
+    typer.Option(
+        "--optimizer", help="sgd or adam (default: sgd for the classifier, adam for LoRA)."
+    ),
 ]
 LrOption = Annotated[
     float | None,
     typer.Option(
         "--lr",
         min=0.0,
-        help="Learning rate (default: adam 2e-3; sgd 2.0 × batch/512, at most 4).",
+        help="Learning rate (default: adam 2e-3; sgd batch/1024, at most 4).",
     ),
 ]
 FixedSeedOption = Annotated[
@@ -161,11 +163,11 @@ def train_classifier(
     epsilon: EpsilonOption = 8.0,
     delta: DeltaOption = None,
     max_grad_norm: NormOption = 1.0,
-    epochs: Annotated[int, typer.Option(min=1)] = 20,
-    batch_size: Annotated[int, typer.Option(min=1, help="Expected logical batch size.")] = 512,
+    epochs: Annotated[int, typer.Option(min=1)] = 60,
+    batch_size: Annotated[int, typer.Option(min=1, help="Expected logical batch size.")] = 1024,
     physical_batch_size: Annotated[
         int, typer.Option(min=1, help="BatchMemoryManager chunk size.")
-    ] = 256,
+    ] = 1024,
     optimizer: OptimizerOption = None,
     lr: LrOption = None,
     buckets: Annotated[int, typer.Option(min=16, help="fast: hashed n-gram table rows.")] = 2**12,
@@ -199,7 +201,7 @@ def train_classifier(
             epochs=epochs,
             batch_size=batch_size,
             max_physical_batch_size=physical_batch_size,
-            optimizer=optimizer or "adam",
+            optimizer=optimizer or "sgd",
             lr=lr,
             accountant=accountant,
             clipping=clipping,

@@ -67,9 +67,13 @@ class DPClassifierConfig:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DPMiniLMConfig:
-    """The MiniLM head trained privately; the encoder is frozen and public."""
+    """The MiniLM head trained privately; the encoder is frozen and public.
 
-    hidden: int = 128
+    A narrow head (16 units): DP noise is added to every parameter at every step, so fewer
+    parameters keep more signal (measured: F1 at ε 8 0.50 with 16 units, 0.17-0.32 with 128).
+    """
+
+    hidden: int = 16
     dropout: float = 0.0
     max_tokens: int = 128
     window_chars: int = 600
