@@ -844,6 +844,7 @@ def audit_replay_spill(
 
 
 __all__ = [
+    "AUDIT_URL_ENV",
     "FORMATS",
     "FormatOption",
     "HmacKeyEnvOption",

@@ -20,7 +20,12 @@ from rich.markup import escape
 from audit import AuditError, EventFilter, parse_age
 from guardrails.cli.common import fail
 
-__all__ = ["FILTER_OPTIONS", "parse_when", "with_event_filter"]
+__all__ = [
+    "FILTER_OPTIONS",
+    "parse_when",
+    "typing_hints",
+    "with_event_filter",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

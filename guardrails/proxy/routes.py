@@ -460,6 +460,7 @@ __all__ = [
     "admin_reload",
     "admin_tenant_scope",
     "chat_completions",
+    "completion_tokens",
     "completions",
     "healthz",
     "metrics",
