@@ -351,16 +351,20 @@ def _leetspeak(text: str) -> list[Edit]:
     return edits
 
 
-# Three or more single letters separated by one separator each: "i g n o r e", "i.g.n.o.r.e".
-_SPACED_RE = re.compile(r"\b(?:[^\W_][ .\-_*·•/|]){2,}[^\W_]\b")
+# Three or more single letters separated by one separator each: "i g n o r e", "i.g.n.o.r.e";
+# a separator is one punctuation mark or a run of whitespace of any length ("i \t g  n o r e").
+_SEP = r"(?:[ \t\r\n]+|[.\-_*·•/|])"
+_SEP_RE = re.compile(_SEP)
+_SPACED_RE = re.compile(rf"\b(?:[^\W_]{_SEP}){{2,}}[^\W_]\b")
 
 
 # Any run of three or more has a middle letter with a separator on both sides; looking for
-# that first (a pattern that starts with a small class) skips most texts cheaply.
-_SPACED_HINT = re.compile(r"[ .\-_*·•/|][^\W_][ .\-_*·•/|]")
+# that first (a pattern that starts with a small class) skips most texts cheaply. A hint
+# starts only at the first character of a whitespace run, so long runs are scanned once.
+_SPACED_HINT = re.compile(rf"(?<![ \t\r\n]){_SEP}[^\W_][ \t\r\n.\-_*·•/|]")
 
 
-_SPACED_HINTS = re.compile(r"(?=[ .\-_*·•/|][^\W_][ .\-_*·•/|])")
+_SPACED_HINTS = re.compile(rf"(?=(?<![ \t\r\n]){_SEP}[^\W_][ \t\r\n.\-_*·•/|])")
 
 
 def _join_spaced(text: str) -> list[Edit]:
@@ -378,9 +382,9 @@ def _join_spaced(text: str) -> list[Edit]:
         if match is None:
             continue
         last_end = match.end()
-        base = match.start()
-        # Separators sit at every odd offset of the run.
-        edits.extend((base + i, base + i + 1, "") for i in range(1, match.end() - base, 2))
+        edits.extend(
+            (sep.start(), sep.end(), "") for sep in _SEP_RE.finditer(text, start, last_end)
+        )
     return edits
 
 
@@ -417,7 +421,7 @@ def _unsettled_leetspeak(text: str) -> int:
     return match.start() if match else len(text)
 
 
-_SPACED_TAIL = re.compile(r"(?:[^\W_][ .\-_*·•/|])*[^\W_]?\Z")
+_SPACED_TAIL = re.compile(rf"(?:[^\W_]{_SEP})*[^\W_]?\Z")
 
 
 def _unsettled_join_spaced(text: str) -> int:

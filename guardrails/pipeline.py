@@ -43,6 +43,7 @@ from guardrails.decision import (
 )
 from guardrails.exceptions import AuditUnavailable, GeneratorError, GuardInputError
 from guardrails.logs import get_logger
+from guardrails.normalize import Step, normalize
 from guardrails.policy import AuditStorage, Mode, OnError, Policy, Rule
 from guardrails.rules import RuleEngine, RuleScan
 from guardrails.streaming import StreamChecker, StreamStep
@@ -77,6 +78,9 @@ __all__ = [
 ]
 
 log = get_logger("guardrails.pipeline")
+
+#: The normalization steps the classifier's input gets (see `Pipeline._classifier_view`).
+_CLASSIFIER_STEPS = frozenset({Step.NFKC, Step.INVISIBLE, Step.CONFUSABLES})
 
 #: How often a check that ran past ``check_timeout_ms`` while starved of CPU is run again.
 _STARVED_CHECKS = 3
@@ -466,7 +470,7 @@ class Pipeline:
         rules = self.classifier_rules[stage]
         try:
             scorer = self.scorer()
-            scores = scorer.score([text])[0]
+            scores = scorer.score([self._classifier_view(text)])[0]
             thresholds = scorer.thresholds
         except Exception as exc:
             log.error("classifier_failed", error=repr(exc))
@@ -512,6 +516,14 @@ class Pipeline:
                     )
                 )
         return findings
+
+    def _classifier_view(self, text: str) -> str:
+        """``text`` as the classifier scores it: with the policy's character-level folding
+        (NFKC, invisible characters, confusables) applied, so that look-alike letters and
+        zero-width or bidi characters cannot disguise a text from the classifier as they
+        cannot from the rules. (Leetspeak and spaced letters stay: they are word-level.)"""
+        steps = [s for s in self.policy.settings.normalization if s in _CLASSIFIER_STEPS]
+        return normalize(text, steps).text if steps else text
 
     def stream_checker(self, stage: Stage = Stage.OUTPUT) -> StreamChecker:
         """A checker for one stream of chunks at ``stage`` (see `guardrails.streaming`)."""
