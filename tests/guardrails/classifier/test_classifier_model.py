@@ -179,9 +179,7 @@ def test_int8_scores_stay_close_to_fp32(test_split):
 @pytest.mark.slow
 def test_minilm_option_loads_offline_and_scores():
     """The stronger option loads from the encoder package offline and flags a jailbreak."""
-    pytest.importorskip("transformers")
-    if not (SHIPPED["minilm"] / "config.json").exists():
-        pytest.skip("minilm head weights not shipped")
+    assert (SHIPPED["minilm"] / "config.json").exists(), "the minilm head weights must ship"
     clf = load_classifier("minilm", num_threads=1)
     benign, jailbreak = clf.score(["How do I bake sourdough bread?", JAILBREAK])
     assert "prompt_injection" in clf.over_threshold(jailbreak)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from guardrails.generators.moe.generation import SamplingParams, generate_ids
+from guardrails.generators.moe.loading import load_model
+
 FAMILIES = (
     "mixtral",
     "qwen2_moe",
@@ -13,11 +16,6 @@ FAMILIES = (
     "qwen2_moe_swa",
     "deepseek_v3_yarn",
 )
-
-pytest.importorskip("transformers")
-
-from guardrails.generators.moe.generation import SamplingParams, generate_ids  # noqa: E402
-from guardrails.generators.moe.loading import load_model  # noqa: E402
 
 
 @pytest.mark.parametrize("family", FAMILIES)

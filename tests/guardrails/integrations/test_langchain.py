@@ -4,9 +4,6 @@ streaming and tool calls, each audited."""
 from __future__ import annotations
 
 import pytest
-
-pytest.importorskip("langchain_core", reason="langchain-core is not installed")
-
 from langchain_core.language_models.fake_chat_models import (
     FakeListChatModel,
     GenericFakeChatModel,

@@ -4,9 +4,6 @@ spans for checks, generator and audit write, attributes without any text."""
 from __future__ import annotations
 
 import pytest
-
-pytest.importorskip("opentelemetry.sdk", reason="opentelemetry-sdk is not installed")
-
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
