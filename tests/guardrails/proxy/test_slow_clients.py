@@ -119,3 +119,45 @@ def test_connections_are_capped_and_freed(strict):
     while httpx.get(f"{strict.root}/healthz", timeout=30).status_code != 200:
         assert time.monotonic() < deadline, "connections never freed"
         time.sleep(0.05)
+
+
+def test_connections_on_a_handed_over_socket_get_nodelay(keys, upstream, tmp_path, policy_text):
+    """`guardrails serve` hands uvicorn a bound socket by descriptor; its connections still
+    get TCP_NODELAY (without it every response waited ~40 ms for a delayed ACK)."""
+    import threading
+
+    import uvicorn
+
+    from guardrails.proxy import create_app
+    from guardrails.proxy.server import uvicorn_options
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy_text, encoding="utf-8")
+    config = ProxyConfig(policy=str(policy), upstream=upstream.url, keys_file=str(keys.file))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config),
+            fd=listener.fileno(),
+            log_level="warning",
+            **uvicorn_options(config, in_process=True),
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        with httpx.Client() as client:
+            assert client.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+            (protocol,) = server.server_state.connections
+            sock = protocol.transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        listener.close()
