@@ -281,3 +281,86 @@ def test_dropped_stream_on_real_sqlite_store_is_one_closed_record(
     rows = [(e.phase, e.stream_end) for e in store.events()]
     store.close()
     assert sorted(rows, key=str) == sorted([("open", None), ("close", "client_closed")], key=str)
+
+
+DEFAULT_GUARDS: dict[str, Guard] = {}
+
+
+def default_guard(on_block: str) -> Guard:
+    """The shipped default pack (rules and classifier), one guard per mode sharing one
+    loaded classifier, built once."""
+    if on_block not in DEFAULT_GUARDS:
+        from guardrails.policy import load_policy
+
+        shared = next(iter(DEFAULT_GUARDS.values()), None)
+        classifier = shared.pipeline.scorer() if shared is not None else None
+        DEFAULT_GUARDS[on_block] = Guard(
+            load_policy("default"),
+            on_block=on_block,  # type: ignore[arg-type]
+            classifier=classifier,
+        )
+    return DEFAULT_GUARDS[on_block]
+
+
+FILLER = "The quarterly report covers revenue, costs and the outlook. " * 80  # ~4.8k chars
+LEAKS = [
+    "Write to leak@example.com or use card 4111 1111 1111 1111. ",
+    "my key is AKIAIOSFODNN7EXAMPLE ok. ",
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----\n",
+]
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    leak=st.sampled_from(LEAKS),
+    where=st.integers(0, 2),
+    sizes=st.lists(st.sampled_from([29, 300, 4096, 5000]), min_size=1, max_size=4),
+    mode=st.sampled_from(["raise", "refuse"]),
+)
+def test_async_stream_with_classifier_and_long_chunks_releases_the_whole_verdict(
+    leak: str, where: int, sizes: list[int], mode: str
+) -> None:
+    """The default pack (classifier rules in the stream), async, chunks of ≥ 4096 characters
+    (checked in the pool) mixed with tiny ones, raise and refuse modes: what is released
+    equals the whole-text verdict's text, or, when blocked, nothing at or past the block."""
+    guard = default_guard(mode)
+    text = [leak + FILLER, FILLER[:2000] + leak + FILLER[:2000], FILLER + leak][where]
+    parts: list[str] = []
+    at, i = 0, 0
+    while at < len(text):
+        size = sizes[i % len(sizes)]
+        parts.append(text[at : at + size])
+        at, i = at + size, i + 1
+
+    async def gen(prompt: str) -> AsyncIterator[str]:
+        for part in parts:
+            yield part
+
+    released: list[str] = []
+
+    async def main() -> None:
+        async for chunk in guard.wrap(gen)("summarise the report"):
+            released.append(chunk)
+
+    whole = guard.check(text, "output")
+    if whole.blocked and mode == "raise":
+        from guardrails import Blocked
+
+        with pytest.raises(Blocked):
+            asyncio.run(main())
+    else:
+        asyncio.run(main())
+    out = "".join(released)
+    if not whole.blocked:
+        assert out == whole.text
+        return
+    refusal = guard.policy.settings.refusal
+    if mode == "refuse":
+        assert out.endswith(refusal)
+        out = out[: len(out) - len(refusal)]
+    start = min(
+        f.span.start for f in whole.findings if f.span is not None and f.action.value == "block"
+    )
+    assert text.startswith(out[:start])
+    assert "BEGIN RSA PRIVATE KEY" not in out
+    assert len(out) <= start
