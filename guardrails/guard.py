@@ -801,6 +801,7 @@ class AsyncGuardedStream(_StreamBase, AsyncIterator[str]):
                     steps.send(inflight.result())
             if steps.ended:
                 return
+        cancelled = False
         with contextlib.suppress(ClientClosed):
             steps.send(error=ClientClosed())
             while (effect := steps.effect) is not None:
@@ -812,10 +813,20 @@ class AsyncGuardedStream(_StreamBase, AsyncIterator[str]):
                         value = await self._shielded_write(effect)
                     else:
                         value = await self._guard._aperform(effect, self._run)
+                except asyncio.CancelledError:
+                    if not isinstance(effect, CloseSource):
+                        raise
+                    # Cancelled again inside the generator's own cleanup: give up closing
+                    # the generator, not the record; the cancellation is re-raised after.
+                    log.warning("generator_close_cancelled", request_id=self._call.request_id)
+                    cancelled = True
+                    value = None
                 except Exception as exc:
                     steps.send(error=exc)
                     continue
                 steps.send(value)
+        if cancelled:
+            raise asyncio.CancelledError
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self

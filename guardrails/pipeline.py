@@ -358,6 +358,13 @@ class FlowResult:
 Flow = Generator[Effect, Any, FlowResult]
 
 
+def _close_source() -> Generator[Effect, Any, None]:
+    """Close the generator; the caller going away meanwhile (a cancellation landing in the
+    generator's own cleanup) must not skip the closing write that follows."""
+    with contextlib.suppress(ClientClosed):
+        yield CloseSource()
+
+
 # --- the pipeline -------------------------------------------------------------------------------
 
 
@@ -684,23 +691,23 @@ class Pipeline:
                     call.released.append(step.text)
                     yield Release(step.text)
         except ClientClosed:
-            yield CloseSource()
+            yield from _close_source()
             call.error = "stream closed by the caller"
             yield from self._close(call, checker, "client_closed")
             raise
         except GuardInputError as exc:
-            yield CloseSource()
+            yield from _close_source()
             call.error = str(exc)
             yield from self._close(call, checker, "error")
             raise
         except Exception as exc:
-            yield CloseSource()
+            yield from _close_source()
             call.error = f"generator failed: {exc!r}"
             yield from self._close(call, checker, "error")
             raise GeneratorError(f"generator failed: {exc}") from exc
         assert step is not None
         if step.blocked:
-            yield CloseSource()
+            yield from _close_source()
         final: StreamEnd = "blocked" if step.blocked else "complete"
         if step.text:  # counted as released only once the closing below is durable
             call.released.append(step.text)

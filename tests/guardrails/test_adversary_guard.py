@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -364,3 +366,71 @@ def test_async_stream_with_classifier_and_long_chunks_releases_the_whole_verdict
     assert text.startswith(out[:start])
     assert "BEGIN RSA PRIVATE KEY" not in out
     assert len(out) <= start
+
+
+class GatedPool(concurrent.futures.ThreadPoolExecutor):
+    """A check pool that holds its ``hold``-th task until ``gate`` is set, and says (on the
+    loop) when that task was submitted."""
+
+    def __init__(self, hold: int) -> None:
+        super().__init__(2)
+        self.hold = hold
+        self.gate = threading.Event()
+        self.calls = 0
+        self.submitted: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.calls != self.hold:
+            return super().submit(fn, *args, **kwargs)
+        assert self.submitted is not None
+        loop, event = self.submitted
+        loop.call_soon_threadsafe(event.set)
+        gate = self.gate
+
+        def gated(*a: Any, **k: Any) -> Any:
+            gate.wait()
+            return fn(*a, **k)
+
+        return super().submit(gated, *args, **kwargs)
+
+
+def test_a_second_cancellation_during_the_generators_cleanup_still_closes_the_record() -> None:
+    """Counterexample: the task cancelled while a ≥ 4096-character chunk was checked in the
+    pool, then cancelled again while the async generator's ``finally`` awaited its cleanup
+    (as anyio cancel scopes do), left an ``open`` with no ``close``."""
+    pool = GatedPool(hold=2)  # 1: the prompt check; 2: the long chunk's check
+    sink = Sink()
+    guard = Guard(RULES, audit=sink, check_pool=pool)
+
+    async def main() -> None:
+        cleaning = asyncio.Event()
+        pool.submitted = (asyncio.get_running_loop(), asyncio.Event())
+
+        async def gen(prompt: str) -> AsyncIterator[str]:
+            try:
+                yield "x" * 5000
+                yield "never"
+            finally:
+                cleaning.set()
+                await asyncio.Event().wait()  # a slow cleanup: closing an HTTP response
+
+        async def consume() -> None:
+            async for _ in guard.wrap(gen)("hello"):
+                pass
+
+        task = asyncio.create_task(consume())
+        await pool.submitted[1].wait()
+        task.cancel()
+        await cleaning.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(main())
+    finally:
+        pool.gate.set()
+        pool.shutdown(wait=True)
+    assert sink.phases() == ["open", "close"]
+    assert sink.events[1].stream_end == "client_closed"
