@@ -81,25 +81,25 @@ class ObservingSink:
                 (("rule", str(finding.get("rule_id"))), ("action", action)),
             )
 
-    def write(self, event: AuditEvent, /) -> object:
+    def write(self, event: AuditEvent, /, **options: Any) -> object:
         """Observe, then commit synchronously (the guard's sync paths)."""
         self._observe(event)
         if self.inner is None:
             return None
         started = time.perf_counter()
         try:
-            return self.inner.write(event)
+            return self.inner.write(event, **options)
         finally:
             self.metrics.observe("guardrails_audit_commit_seconds", time.perf_counter() - started)
 
-    async def write_async(self, event: AuditEvent, /) -> object:
+    async def write_async(self, event: AuditEvent, /, **options: Any) -> object:
         """Observe, then commit without blocking the event loop."""
         self._observe(event)
         if self.inner is None:
             return None
         started = time.perf_counter()
         try:
-            return await self.inner.write_async(event)
+            return await self.inner.write_async(event, **options)
         finally:
             self.metrics.observe("guardrails_audit_commit_seconds", time.perf_counter() - started)
 
