@@ -176,6 +176,9 @@ class PolicyRegistry:
             guard = self._root.with_policy(policy)
             assert isinstance(guard.audit, ObservingSink)
             sink = guard.audit
+        # Load and run the classifier now, off the loop: the lifespan awaits this before the
+        # proxy reports ready, so no request waits for a lazy load.
+        guard.warm()
         path = Path(policy.path)
         return GuardSlot(spec, path, guard, sink, _stamp(path))
 
