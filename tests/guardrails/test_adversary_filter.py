@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Iterable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from shipped_rules import PACKS, SEEDS, pack
 
 from guardrails import Guard, Stage
-from guardrails.decision import Action, apply_redactions
+from guardrails.decision import Action, Finding, apply_redactions
 from guardrails.rules import RuleEngine
 
 SMALL_CAPS = dict(zip("abcdefghijklmnopqrstuvwxyz", "ᴀʙᴄᴅᴇꜰɢʜɪᴊᴋʟᴍɴᴏᴘǫʀꜱᴛᴜᴠᴡxʏᴢ", strict=True))
@@ -62,8 +63,12 @@ def chunked(draw: st.DrawFn, text: str) -> list[str]:
     return [text[a:b] for a, b in itertools.pairwise(bounds)]
 
 
-def keys(findings: object) -> list[tuple[str, object, bool]]:
-    return sorted((f.rule_id, f.span, f.shadow) for f in findings)  # type: ignore[attr-defined]
+def keys(findings: Iterable[Finding]) -> list[tuple[str, int, int, bool]]:
+    """Findings as sortable tuples: rule, span (-1 when none), shadow."""
+    return sorted(
+        (f.rule_id, f.span.start if f.span else -1, f.span.end if f.span else -1, f.shadow)
+        for f in findings
+    )
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
