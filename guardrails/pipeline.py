@@ -484,9 +484,16 @@ class Pipeline:
             return [self.engine.error_finding("classifier", f"classifier failed: {exc!r}")]
         findings: list[Finding] = []
         mode = self.policy.settings.mode
-        has_signal = getattr(scorer, "has_signal", None)
-        # Too little text to judge ("yes", "who are you?"): the classifier alone never blocks it.
-        short = callable(has_signal) and not has_signal(text)
+        # Too little text to judge ("yes", "who are you?", "refund please"): the classifier
+        # alone never blocks it (the policy's minimum, else the model's own).
+        minimum = self.policy.settings.classifier.min_signal_chars
+        if minimum is not None:
+            from guardrails.classifier.features import has_signal as enough_signal
+
+            short = not enough_signal(text, minimum)
+        else:
+            has_signal = getattr(scorer, "has_signal", None)
+            short = callable(has_signal) and not has_signal(text)
         for rule in rules:
             match = rule.classifier
             assert match is not None

@@ -84,6 +84,15 @@ class ClassifierSettings(_Model):
 
     model: str = Field("fast", description="'fast', 'minilm', or a directory with weights.")
     enabled: bool = Field(True, description="Off turns every classifier rule off.")
+    min_signal_chars: int | None = Field(
+        None,
+        ge=0,
+        description=(
+            "A text with fewer signal characters (letters and digits; a CJK character counts"
+            " 3) is never blocked by the classifier alone: its block findings become flags."
+            " None: the model's own minimum."
+        ),
+    )
 
 
 class Settings(_Model):

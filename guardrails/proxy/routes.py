@@ -121,8 +121,14 @@ async def _known_models(state: ProxyState) -> list[str]:
 
 def _check_model(state: ProxyState, model: str) -> None:
     if state.config.models and model not in state.config.models:
+        # A 400 (not OpenAI's 404): the request names a model this proxy does not serve, so
+        # it is refused as invalid before anything is checked or forwarded.
+        served = ", ".join(state.config.models)
         raise ProxyHTTPError(
-            404, f"The model {model!r} does not exist.", code="model_not_found", param="model"
+            400,
+            f"The model {model!r} is not served here (models: {served}).",
+            code="model_not_found",
+            param="model",
         )
 
 

@@ -147,15 +147,13 @@ CATASTROPHIC = Policy.from_content(
 def test_a_deadline_bounds_the_whole_scan():
     """Eight catastrophic rules stop at the check deadline with one fail-closed error."""
     engine = RuleEngine(CATASTROPHIC)
-    began = time.monotonic()
-    result = engine.scan("a" * 5000, Stage.INPUT, deadline=began + 0.08)
-    elapsed = time.monotonic() - began
-    errors = [f for f in result.findings if f.category == "error"]
-    assert errors[-1].rule_id == "check_timeout"
-    assert errors[-1].action is Action.BLOCK
-    # Without the deadline the same scan runs every rule to its own 50 ms timeout (~0.4 s);
-    # with it, the scan ends at the deadline plus at most one regex call's overshoot.
-    assert elapsed < 0.08 + 0.05 + 0.25
+    result = engine.scan("a" * 5000, Stage.INPUT, deadline=time.monotonic() + 0.08)
+    errors = {f.rule_id: f for f in result.findings if f.category == "error"}
+    assert errors["check_timeout"].action is Action.BLOCK
+    # Without the deadline every one of the eight rules runs to its own 50 ms timeout; with
+    # an 80 ms deadline the scan stops after at most two of them (no wall clock asserted:
+    # the count of rules that got to time out on their own is what the deadline bounds).
+    assert len(errors) - 1 <= 2
 
 
 def test_a_passed_deadline_scans_nothing():

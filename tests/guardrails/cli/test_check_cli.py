@@ -105,7 +105,16 @@ def test_run_redacts_and_audits(runner, tmp_path):
     url = f"sqlite:///{tmp_path / 'run.db'}"
     result = runner.invoke(
         app,
-        ["run", "--audit", url, "--generator", "example", "--tenant", "t1", "refund please"],
+        [
+            "run",
+            "--audit",
+            url,
+            "--generator",
+            "example",
+            "--tenant",
+            "t1",
+            "How do I ask for a refund of a double charge on my card?",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "[EMAIL]" in result.stdout

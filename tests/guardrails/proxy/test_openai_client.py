@@ -163,9 +163,9 @@ def test_models(client):
     assert [m.id for m in client.models.list()] == ["fake-model"]
 
 
-def test_unknown_model_is_404(client):
-    """An unknown model is a NotFoundError, not a 500."""
-    with pytest.raises(openai.NotFoundError) as caught:
+def test_unknown_model_is_400(client):
+    """An unknown model is refused as a bad request (never forwarded), not a 500."""
+    with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
     assert caught.value.code == "model_not_found"
 
