@@ -443,6 +443,11 @@ class RuleScan:
     views_ms: float = 0.0
 
 
+#: Texts at least this long are matched with ``concurrent=True``: `regex` then releases the
+#: GIL while it matches, so a long check in the pool does not stall the event loop's thread
+#: (for short texts the release costs more than it frees).
+_CONCURRENT_CHARS = 4096
+
 #: How often a rule whose regex budget ran out while its thread was starved of CPU (it used
 #: under half the budget in CPU time) is run again before the timeout counts.
 _STARVED_ATTEMPTS = 4
@@ -768,7 +773,12 @@ class RuleEngine:
         if settled <= view_start:
             return view_start
         found = compiled.stability.search(
-            view.text, view_start, settled, partial=True, timeout=self._left(hard_end)
+            view.text,
+            view_start,
+            settled,
+            partial=True,
+            concurrent=len(view.text) >= _CONCURRENT_CHARS,
+            timeout=self._left(hard_end),
         )
         return found.start() if found is not None else settled
 
@@ -788,11 +798,23 @@ class RuleEngine:
             shape.required is not None and shape.max_width is not None and shape.reach is not None
         )
         if not self.skip or shape.min_width == 0 or (literals is None and not windowed):
-            yield from pattern.finditer(text, view_start, end, timeout=self._left(hard_end))
+            yield from pattern.finditer(
+                text,
+                view_start,
+                end,
+                concurrent=len(text) >= _CONCURRENT_CHARS,
+                timeout=self._left(hard_end),
+            )
             return
         low_text = self._folded(view, compiled.view, folded)
         if low_text is None:
-            yield from pattern.finditer(text, view_start, end, timeout=self._left(hard_end))
+            yield from pattern.finditer(
+                text,
+                view_start,
+                end,
+                concurrent=len(text) >= _CONCURRENT_CHARS,
+                timeout=self._left(hard_end),
+            )
             return
         last_end = view_start
         size = max(1, end - view_start)
@@ -800,7 +822,13 @@ class RuleEngine:
         limit = 8 + size // 256
         positions = _find_all(low_text, literals, limit) if literals is not None else None
         if literals is not None and positions is None and not windowed:
-            yield from pattern.finditer(text, view_start, end, timeout=self._left(hard_end))
+            yield from pattern.finditer(
+                text,
+                view_start,
+                end,
+                concurrent=len(text) >= _CONCURRENT_CHARS,
+                timeout=self._left(hard_end),
+            )
             return
         if positions is not None:
             # Every match starts with one of the literals: try exactly those positions, in
@@ -808,7 +836,13 @@ class RuleEngine:
             for position in positions:
                 if position < last_end:
                     continue
-                match = pattern.match(text, position, end, timeout=self._left(hard_end))
+                match = pattern.match(
+                    text,
+                    position,
+                    end,
+                    concurrent=len(text) >= _CONCURRENT_CHARS,
+                    timeout=self._left(hard_end),
+                )
                 if match is not None:
                     last_end = match.end()
                     yield match
@@ -820,7 +854,13 @@ class RuleEngine:
         found = _find_all(low_text, required, size // max(longest + reach, 256) + 1)
         if found is None:
             # The literal is common here: windows would cost more than one plain scan.
-            yield from pattern.finditer(text, view_start, end, timeout=self._left(hard_end))
+            yield from pattern.finditer(
+                text,
+                view_start,
+                end,
+                concurrent=len(text) >= _CONCURRENT_CHARS,
+                timeout=self._left(hard_end),
+            )
             return
         # A match containing a literal at `a` starts in [a + len - longest, a]; a matcher
         # started at s reads no further than s + reach. (For several literals, the window
@@ -840,7 +880,13 @@ class RuleEngine:
             if begin >= w_high:
                 continue
             stop = min(end, w_high - 1 + reach)
-            for match in pattern.finditer(text, begin, stop, timeout=self._left(hard_end)):
+            for match in pattern.finditer(
+                text,
+                begin,
+                stop,
+                concurrent=len(text) >= _CONCURRENT_CHARS,
+                timeout=self._left(hard_end),
+            ):
                 if match.start() >= w_high:
                     break
                 last_end = match.end()
