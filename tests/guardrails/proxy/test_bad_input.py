@@ -54,7 +54,7 @@ CASES = [
         "unknown-model",
         "/chat/completions",
         b'{"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}',
-        404,
+        400,
     ),
     (
         "tool-without-function",
