@@ -17,7 +17,7 @@ from rich.table import Table
 
 from guardrails.cli import privacy_commands as DP  # noqa: N812  (the shared --dp options)
 from guardrails.cli.app import app, train_app
-from guardrails.cli.common import AuditOption
+from guardrails.cli.common import AuditOption, JsonOption, progress_bar
 
 _console = Console()
 
@@ -258,9 +258,13 @@ def eval_classifier(
     ] = None,
     int8: Annotated[bool, typer.Option(help="Use INT8 dynamic quantization.")] = False,
     threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Per-category precision, recall, F1 and AUPRC (flag and block thresholds), per-language
-    attack recall and benign block rate, and the detection issue's goals, on labelled data."""
+    attack recall and benign block rate, and the detection issue's goals, on labelled data.
+
+    Scoring shows a progress bar on a terminal; ``--json`` prints every figure as one JSON
+    document instead of tables."""
     from guardrails.classifier import ClassifierError, load_classifier
     from guardrails.classifier.calibration import category_metrics, pr_curve
     from guardrails.classifier.dataset import read_jsonl
@@ -271,33 +275,54 @@ def eval_classifier(
     try:
         examples = read_jsonl(data)
         clf = load_classifier(model, int8=int8, num_threads=threads)
-        metrics, scores, y = evaluate(clf, examples)
+        with progress_bar("scoring", len(examples)) as advance:
+            done = [0]
+
+            def progress(phase: str, scored: int, total: int) -> None:
+                advance(scored - done[0])
+                done[0] = scored
+
+            metrics, scores, y = evaluate(clf, examples, progress=progress)
         label = f"{clf.name}{' int8' if int8 else ''} on {data.name}, {len(examples)} examples"
-        _print_metrics(metrics, title=f"flag thresholds; {label}")
         block = [clf.block_thresholds[c] for c in clf.categories]
         block_metrics = [
             category_metrics(c, y[:, i], scores[:, i], block[i])
             for i, c in enumerate(clf.categories)
         ]
-        _print_metrics(block_metrics, title=f"block thresholds; {label}")
-        _print_languages(
-            language_figures(
-                examples,
-                scores,
-                flag_thresholds=[clf.thresholds[c] for c in clf.categories],
-                block_thresholds=block,
-                min_signal=clf.min_signal_chars,
-            )
+        languages = language_figures(
+            examples,
+            scores,
+            flag_thresholds=[clf.thresholds[c] for c in clf.categories],
+            block_thresholds=block,
+            min_signal=clf.min_signal_chars,
         )
-        _print_goals(
-            goal_figures(
-                examples,
-                scores,
-                list(clf.categories),
-                block_thresholds=block,
-                min_signal=clf.min_signal_chars,
-            )
+        goals = goal_figures(
+            examples,
+            scores,
+            list(clf.categories),
+            block_thresholds=block,
+            min_signal=clf.min_signal_chars,
         )
+        if as_json:
+            import dataclasses
+            import json
+
+            document = {
+                "model": clf.name,
+                "int8": int8,
+                "data": str(data),
+                "examples": len(examples),
+                "flag": [dataclasses.asdict(m) for m in metrics],
+                "block": [dataclasses.asdict(m) for m in block_metrics],
+                "languages": [dataclasses.asdict(r) for r in languages],
+                "goals": dataclasses.asdict(goals),
+            }
+            typer.echo(json.dumps(_finite(document), default=float, allow_nan=False))
+        else:
+            _print_metrics(metrics, title=f"flag thresholds; {label}")
+            _print_metrics(block_metrics, title=f"block thresholds; {label}")
+            _print_languages(languages)
+            _print_goals(goals)
         if plot is not None:
             curves = {}
             for i, c in enumerate(clf.categories):
@@ -310,9 +335,21 @@ def eval_classifier(
                 attack_pr_curves(examples, scores),
                 title=f"PR per language (any category): {clf.name} on {data.name}",
             )
-            _console.print(f"wrote {plot} and {lang_plot}")
+            if not as_json:
+                _console.print(f"wrote {plot} and {lang_plot}")
     except ClassifierError as exc:
         raise _fail(str(exc)) from exc
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN (an undefined ratio: no examples) as ``null``, for strict JSON."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _pct(x: float) -> str:

@@ -60,7 +60,6 @@ NO_JSON_FLAG = {
     "privacy train-generator": "trains; writes the adapters and a JSON privacy report",
     "keys add": "prints only the new key (once)",
     "keys revoke": "revokes; prints one status line",
-    "eval": "NOT YET: prints a metrics table; --json belongs in classifier_commands",
 }
 
 
