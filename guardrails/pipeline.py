@@ -423,15 +423,17 @@ class Pipeline:
         budget_ms = self.policy.settings.check_timeout_ms
         t0 = time.perf_counter()
         for attempt in range(_STARVED_CHECKS):
+            allowed_ms = budget_ms * 2**attempt if budget_ms else None
             cpu_began = time.thread_time()
-            deadline = time.monotonic() + budget_ms / 1000 if budget_ms else None
+            deadline = time.monotonic() + allowed_ms / 1000 if allowed_ms else None
             findings = self.engine.scan(text, stage, deadline=deadline).findings
             if budget_ms is None or not any(f.rule_id == "check_timeout" for f in findings):
                 break
-            # Past the deadline having used under half of it in CPU: the thread waited for a
-            # core (a busy machine), it did not work that long. Check again, so that the
-            # verdict does not depend on load; bounded, so a check that is slow stays bounded.
-            if (time.thread_time() - cpu_began) * 1000 >= budget_ms / 2:
+            # Past the deadline having done less than the budget's worth of work (CPU time):
+            # the thread waited for a core, on a busy machine. Check again with twice the wall
+            # time, so the verdict does not depend on load; the work allowed stays the budget,
+            # and the attempts are bounded, so a slow check stays bounded.
+            if (time.thread_time() - cpu_began) * 1000 >= budget_ms:
                 break
             if attempt < _STARVED_CHECKS - 1:
                 log.warning("check_starved", stage=stage.value, budget_ms=budget_ms)

@@ -142,11 +142,7 @@ def train_fast(
     """Train the byte n-gram model, save it, calibrate on ``val``, evaluate on ``test``."""
     from guardrails.classifier.models import ByteNgramNet
 
-    _require(train, val)
-    started = time.perf_counter()
-    configure_threads(num_threads)
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
+    started, rng = _start(train, val, seed=seed, num_threads=num_threads)
     texts, y = training_windows(
         train, size=cfg.window_chars, stride=cfg.stride_chars, limit=cfg.max_train_windows, rng=rng
     )
@@ -219,11 +215,7 @@ def train_minilm(
     """Train the MLP head on frozen MiniLM embeddings (computed once), then as `train_fast`."""
     from guardrails.classifier.models import MiniLMEncoder, MiniLMHead
 
-    _require(train, val)
-    started = time.perf_counter()
-    configure_threads(num_threads)
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
+    started, rng = _start(train, val, seed=seed, num_threads=num_threads)
     subset = list(train)
     if len(subset) > cfg.max_train_examples:
         subset = rng.sample(subset, cfg.max_train_examples)
@@ -271,11 +263,19 @@ def train_minilm(
     return _calibrate_and_evaluate(out_dir, val, test, started, num_threads, progress)
 
 
-def _require(train: Sequence[Example], val: Sequence[Example]) -> None:
+def _start(
+    train: Sequence[Example], val: Sequence[Example], *, seed: int, num_threads: int
+) -> tuple[float, random.Random]:
+    """What every training run does first: refuse empty splits, set torch's threads, seed
+    torch and a `random.Random` (returned with the start time)."""
     if not train or not val:
         raise ClassifierError(
             f"training needs non-empty train and validation sets (got {len(train)}, {len(val)})"
         )
+    started = time.perf_counter()
+    configure_threads(num_threads)
+    torch.manual_seed(seed)
+    return started, random.Random(seed)
 
 
 def score_matrix(
