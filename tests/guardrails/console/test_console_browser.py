@@ -134,6 +134,8 @@ def _login(driver, base: str, key: str) -> None:
 def test_reviewer_walks_the_console(browser, server, console_log):
     """Log in, filter to blocks, open one, see both findings marked, export the filter as
     CSV, verify the chains and look at charts and the policy diff."""
+    browser.get(f"{server}/console/login")
+    browser.delete_all_cookies()  # the module's browser may hold another test's session
     browser.get(f"{server}/console/")
     _wait(browser, lambda d: d.find_elements(By.ID, "key"), "no login form")
     _shot(browser, "login")
