@@ -1,4 +1,5 @@
-"""Fixtures every test tree shares: a throwaway database on the real PostgreSQL.
+"""Fixtures every test tree shares: a throwaway database on the real PostgreSQL, and a TCP
+forwarder tests cut to make a store refuse connections.
 
 PostgreSQL tests never skip: if the server is unreachable they fail with a message saying
 how to start it.
@@ -6,8 +7,11 @@ how to start it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -68,3 +72,75 @@ def pg_url(pg_database_url: str) -> str:
     finally:
         engine.dispose()
     return pg_database_url
+
+
+class TcpProxy:
+    """A TCP forwarder a test can cut and restore: a store that refuses connections.
+
+    ``target_url`` is free for the test: the URL that reaches the target directly.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.target_url = ""
+        self._target = target_port
+        self._sockets: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether it accepts connections now."""
+        return self._listener is not None
+
+    def start(self) -> None:
+        """Accept and forward connections."""
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        """Refuse new connections and cut every open one (an outage)."""
+        assert self._listener is not None
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        self._listener = None
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self._sockets.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self._target))
+            except OSError:
+                client.close()
+                continue
+            self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+
+
+@pytest.fixture(scope="session")
+def tcp_proxy_cls() -> type[TcpProxy]:
+    """`TcpProxy`, for test modules and fixtures (conftest modules are not importable by name)."""
+    return TcpProxy

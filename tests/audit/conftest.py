@@ -5,9 +5,6 @@ The throwaway PostgreSQL database itself comes from ``tests/conftest.py``.
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -82,76 +79,11 @@ def policy_digest() -> str:
     return POLICY_DIGEST
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class TcpProxy:
-    """A TCP forwarder we can cut and restore, standing in for a PostgreSQL outage."""
-
-    def __init__(self, target_port: int) -> None:
-        self.port = free_port()
-        self._target = target_port
-        self._sockets: list[socket.socket] = []
-        self._listener: socket.socket | None = None
-        self.target_url = ""
-
-    @property
-    def running(self) -> bool:
-        """Whether the proxy currently accepts connections."""
-        return self._listener is not None
-
-    def start(self) -> None:
-        """Accept and forward connections on ``self.port``."""
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen()
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def stop(self) -> None:
-        """Refuse new connections and cut every open one (an outage)."""
-        assert self._listener is not None
-        # shutdown wakes the thread blocked in accept(); close alone would not
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        self._listener = None
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-        self._sockets.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self._target))
-            self._sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-
-
 @pytest.fixture
-def pg_proxy(pg_url: str) -> Iterator[tuple[TcpProxy, str]]:
-    """A started TcpProxy in front of the test PostgreSQL, and the URL that goes through it."""
+def pg_proxy(pg_url: str, tcp_proxy_cls: Any) -> Iterator[tuple[Any, str]]:
+    """A started `TcpProxy` in front of the test PostgreSQL, and the URL through it."""
     target = urlsplit(pg_url.replace("postgresql+psycopg", "postgresql"))
-    proxy = TcpProxy(target.port or 5432)
+    proxy = tcp_proxy_cls(target.port or 5432)
     proxy.target_url = pg_url
     proxy.start()
     try:

@@ -3,8 +3,6 @@ on loopback sockets, a keys file and a small policy written for these tests."""
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -171,74 +169,6 @@ def proxy(workdir: Path, keys: Keys, upstream: FakeUpstream) -> Iterator[ProxySe
     server = start_proxy(config, policy)
     yield server
     server.stop()
-
-
-class TcpProxy:
-    """A TCP forwarder a test can cut and restore: a store that refuses connections."""
-
-    def __init__(self, target_port: int) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self._target = target_port
-        self._sockets: list[socket.socket] = []
-        self._listener: socket.socket | None = None
-
-    @property
-    def running(self) -> bool:
-        """Whether it accepts connections now."""
-        return self._listener is not None
-
-    def start(self) -> None:
-        """Accept and forward connections."""
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen()
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def stop(self) -> None:
-        """Refuse new connections and cut every open one (an outage)."""
-        assert self._listener is not None
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        self._listener = None
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-        self._sockets.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self._target))
-            except OSError:
-                client.close()
-                continue
-            self._sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-
-
-@pytest.fixture(scope="session")
-def tcp_proxy_cls() -> type[TcpProxy]:
-    """`TcpProxy`, for test modules (conftest modules are not importable by name)."""
-    return TcpProxy
 
 
 @pytest.fixture(scope="session")
