@@ -723,6 +723,18 @@ class RuleEngine:
                 result.spans.append((s, e))
             self._record(compiled, view, match, result)
 
+    def _scan_all(
+        self, pattern: regex.Pattern[str], text: str, start: int, end: int, hard_end: float
+    ) -> Iterator[regex.Match[str]]:
+        """Every match of ``pattern`` in ``text[start:end]``, one plain bounded scan."""
+        return pattern.finditer(  # type: ignore[no-any-return]
+            text,
+            start,
+            end,
+            concurrent=len(text) >= _CONCURRENT_CHARS,
+            timeout=self._left(hard_end),
+        )
+
     @staticmethod
     def _left(hard_end: float) -> float:
         left = hard_end - time.monotonic()
@@ -798,23 +810,11 @@ class RuleEngine:
             shape.required is not None and shape.max_width is not None and shape.reach is not None
         )
         if not self.skip or shape.min_width == 0 or (literals is None and not windowed):
-            yield from pattern.finditer(
-                text,
-                view_start,
-                end,
-                concurrent=len(text) >= _CONCURRENT_CHARS,
-                timeout=self._left(hard_end),
-            )
+            yield from self._scan_all(pattern, text, view_start, end, hard_end)
             return
         low_text = self._folded(view, compiled.view, folded)
         if low_text is None:
-            yield from pattern.finditer(
-                text,
-                view_start,
-                end,
-                concurrent=len(text) >= _CONCURRENT_CHARS,
-                timeout=self._left(hard_end),
-            )
+            yield from self._scan_all(pattern, text, view_start, end, hard_end)
             return
         last_end = view_start
         size = max(1, end - view_start)
@@ -822,13 +822,7 @@ class RuleEngine:
         limit = 8 + size // 256
         positions = _find_all(low_text, literals, limit) if literals is not None else None
         if literals is not None and positions is None and not windowed:
-            yield from pattern.finditer(
-                text,
-                view_start,
-                end,
-                concurrent=len(text) >= _CONCURRENT_CHARS,
-                timeout=self._left(hard_end),
-            )
+            yield from self._scan_all(pattern, text, view_start, end, hard_end)
             return
         if positions is not None:
             # Every match starts with one of the literals: try exactly those positions, in
@@ -854,13 +848,7 @@ class RuleEngine:
         found = _find_all(low_text, required, size // max(longest + reach, 256) + 1)
         if found is None:
             # The literal is common here: windows would cost more than one plain scan.
-            yield from pattern.finditer(
-                text,
-                view_start,
-                end,
-                concurrent=len(text) >= _CONCURRENT_CHARS,
-                timeout=self._left(hard_end),
-            )
+            yield from self._scan_all(pattern, text, view_start, end, hard_end)
             return
         # A match containing a literal at `a` starts in [a + len - longest, a]; a matcher
         # started at s reads no further than s + reach. (For several literals, the window
