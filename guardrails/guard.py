@@ -622,6 +622,35 @@ class _StreamBase:
             return self._guard.policy.settings.refusal
         return None
 
+    def _close_with(self, perform: Callable[[Effect], Any]) -> None:
+        """Throw `ClientClosed` into a started, unfinished flow and finish it, performing
+        its last effects (the closing write) with ``perform``; nothing more is released."""
+        steps = self._steps
+        if steps.ended or not steps.started:
+            return
+        with contextlib.suppress(ClientClosed):
+            steps.send(error=ClientClosed())
+            while (effect := steps.effect) is not None:
+                if isinstance(effect, Release):
+                    steps.send(None)
+                    continue
+                try:
+                    value = perform(effect)
+                except Exception as exc:
+                    steps.send(error=exc)
+                    continue
+                steps.send(value)
+
+    def _close_blocking(self) -> None:
+        """Close the record without awaiting anything (from a finalizer)."""
+        raise NotImplementedError
+
+    def __del__(self) -> None:
+        try:
+            self._close_blocking()
+        except BaseException as exc:  # nothing may escape a finalizer; say what was lost
+            log.error("stream_close_failed", request_id=self._call.request_id, error=repr(exc))
+
     def _after_end(self) -> str | None:
         """The one marker to hand out once the flow ended (None: the stream is over)."""
         steps = self._steps
@@ -687,27 +716,10 @@ class GuardedStream(_StreamBase, Iterator[str]):
 
     def close(self) -> None:
         """Stop early (e.g. the client went away); the record is closed as ``client_closed``."""
-        steps = self._steps
-        if steps.ended or not steps.started:
-            return
-        with contextlib.suppress(ClientClosed):
-            steps.send(error=ClientClosed())
-            while (effect := steps.effect) is not None:
-                if isinstance(effect, Release):
-                    steps.send(None)
-                    continue
-                try:
-                    value = self._guard._perform(effect, self._run)
-                except Exception as exc:
-                    steps.send(error=exc)
-                    continue
-                steps.send(value)
+        self._close_with(lambda effect: self._guard._perform(effect, self._run))
 
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except BaseException as exc:  # nothing may escape a finalizer; say what was lost
-            log.error("stream_close_failed", request_id=self._call.request_id, error=repr(exc))
+    def _close_blocking(self) -> None:
+        self.close()
 
 
 class AsyncGuardedStream(_StreamBase, AsyncIterator[str]):
@@ -846,22 +858,14 @@ class AsyncGuardedStream(_StreamBase, AsyncIterator[str]):
         """Stop early (e.g. the client went away); the record is closed as ``client_closed``."""
         await self._cancel_flow()
 
-    def __del__(self) -> None:
-        steps = self._steps
-        if steps.ended or not steps.started:
-            return
+    def _close_blocking(self) -> None:
         # Dropped unfinished without aclose(): close the record with blocking writes (the
         # async source is left to asyncio's own async-generator finalizer).
-        try:
-            with contextlib.suppress(ClientClosed):
-                steps.send(error=ClientClosed())
-                while (effect := steps.effect) is not None:
-                    if isinstance(effect, Write):
-                        value: Any = self._guard._write(effect)
-                    elif isinstance(effect, Check | Feed | Finish):
-                        value = self._guard._perform(effect, self._run)
-                    else:
-                        value = None
-                    steps.send(value)
-        except BaseException as exc:
-            log.error("stream_close_failed", request_id=self._call.request_id, error=repr(exc))
+        def perform(effect: Effect) -> Any:
+            if isinstance(effect, Write):
+                return self._guard._write(effect)
+            if isinstance(effect, Check | Feed | Finish):
+                return self._guard._perform(effect, self._run)
+            return None
+
+        self._close_with(perform)
