@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -64,6 +64,48 @@ class StoredEvent:
     metadata: dict[str, Any]
     phase: str = "call"
     stream_end: str | None = None
+
+    #: The columns of a CSV export (``audit export``/``query --format csv``, the console's).
+    CSV_COLUMNS: ClassVar[tuple[str, ...]] = (
+        "event_id",
+        "created_at",
+        "tenant",
+        "user",
+        "model",
+        "action",
+        "input_action",
+        "output_action",
+        "flagged",
+        "rules",
+        "policy_name",
+        "policy_version",
+        "policy_digest",
+        "latency_ms",
+        "phase",
+        "stream_end",
+        "chain_id",
+        "seq",
+        "prompt",
+        "output",
+    )
+
+    @property
+    def rule_ids(self) -> str:
+        """The ids of the rules that fired, sorted, space-separated."""
+        return " ".join(sorted({str(f.get("rule_id")) for f in self.findings if f.get("rule_id")}))
+
+    def to_document(self) -> dict[str, Any]:
+        """The event as JSON-ready data (every field; ``created_at`` as ISO 8601 UTC)."""
+        doc = asdict(self)
+        doc["created_at"] = self.created_at.astimezone(UTC).isoformat()
+        doc["findings"] = list(self.findings)
+        return doc
+
+    def csv_row(self) -> list[Any]:
+        """The event's values for `CSV_COLUMNS` (``None`` as an empty cell)."""
+        doc = self.to_document()
+        doc["rules"] = self.rule_ids
+        return ["" if doc[c] is None else doc[c] for c in self.CSV_COLUMNS]
 
 
 def stored_event_from_row(row: Any) -> StoredEvent:

@@ -389,35 +389,7 @@ def audit_consistency(
 
 def event_dict(event: StoredEvent) -> dict[str, Any]:
     """An event as JSON-ready data."""
-    doc = asdict(event)
-    doc["created_at"] = event.created_at.astimezone(UTC).isoformat()
-    doc["findings"] = list(event.findings)
-    return doc
-
-
-_CSV_COLUMNS = (
-    "event_id",
-    "created_at",
-    "tenant",
-    "user",
-    "model",
-    "action",
-    "input_action",
-    "output_action",
-    "flagged",
-    "rules",
-    "policy_name",
-    "policy_version",
-    "latency_ms",
-    "phase",
-    "stream_end",
-    "prompt",
-    "output",
-)
-
-
-def _rules(event: StoredEvent) -> str:
-    return " ".join(sorted({str(f.get("rule_id")) for f in event.findings if f.get("rule_id")}))
+    return event.to_document()
 
 
 def _emit(events: Iterable[StoredEvent], fmt: str, calls: list[ListedCall] | None = None) -> int:
@@ -433,11 +405,9 @@ def _emit(events: Iterable[StoredEvent], fmt: str, calls: list[ListedCall] | Non
     elif fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(_CSV_COLUMNS)
+        writer.writerow(StoredEvent.CSV_COLUMNS)
         for e in events:
-            doc = event_dict(e)
-            doc["rules"] = _rules(e)
-            writer.writerow(["" if doc[c] is None else doc[c] for c in _CSV_COLUMNS])
+            writer.writerow(e.csv_row())
             count += 1
         typer.echo(buffer.getvalue(), nl=False)
     else:
@@ -459,7 +429,7 @@ def _emit(events: Iterable[StoredEvent], fmt: str, calls: list[ListedCall] | Non
                 e.user or "",
                 e.model or "",
                 e.action,
-                _rules(e),
+                e.rule_ids,
                 Text(prompt[:60] + ("…" if len(prompt) > 60 else "")),
             )
             count += 1
@@ -696,7 +666,7 @@ def audit_tail(
             stamp = event.created_at.astimezone(UTC).isoformat(timespec="milliseconds")
             typer.echo(
                 f"{stamp} {event.event_id} {event.tenant or '-'} {event.user or '-'} "
-                f"{event.action} {_rules(event) or '-'}"
+                f"{event.action} {event.rule_ids or '-'}"
             )
 
     try:

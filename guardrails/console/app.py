@@ -14,8 +14,7 @@ import io
 import json
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
-from datetime import UTC
+from dataclasses import dataclass
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -75,26 +74,6 @@ _FIELDS = (
     ("rule", "rule", "rule id"),
     ("contains", "text contains", "any case"),
 )
-_CSV_COLUMNS = (
-    "event_id",
-    "created_at",
-    "tenant",
-    "user",
-    "model",
-    "action",
-    "input_action",
-    "output_action",
-    "flagged",
-    "rules",
-    "policy_name",
-    "policy_version",
-    "policy_digest",
-    "latency_ms",
-    "chain_id",
-    "seq",
-    "prompt",
-    "output",
-)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,16 +92,9 @@ class ConsoleSettings:
     secure_cookie: bool = False
 
 
-def _rules(event: StoredEvent) -> str:
-    return " ".join(sorted({str(f.get("rule_id")) for f in event.findings if f.get("rule_id")}))
-
-
 def event_document(event: StoredEvent) -> dict[str, Any]:
     """An event as JSON-ready data (the same shape as ``guardrails audit query --json``)."""
-    doc = asdict(event)
-    doc["created_at"] = event.created_at.astimezone(UTC).isoformat()
-    doc["findings"] = list(event.findings)
-    return doc
+    return event.to_document()
 
 
 class _Console:
@@ -281,7 +253,7 @@ def create_console_router(settings: ConsoleSettings, *, prefix: str = CONSOLE_PR
             more=more,
             fields=_FIELDS,
             actions=_ACTIONS,
-            rules=_rules,
+            rules=lambda event: event.rule_ids,
         )
 
     def export(request: Request, fmt: str) -> Response:
@@ -303,11 +275,9 @@ def create_console_router(settings: ConsoleSettings, *, prefix: str = CONSOLE_PR
                 return
             buffer = io.StringIO()
             writer = csv.writer(buffer)
-            writer.writerow(_CSV_COLUMNS)
+            writer.writerow(StoredEvent.CSV_COLUMNS)
             for event in iter_visible(engine, form):
-                doc = event_document(event)
-                doc["rules"] = _rules(event)
-                writer.writerow(["" if doc[c] is None else doc[c] for c in _CSV_COLUMNS])
+                writer.writerow(event.csv_row())
                 yield buffer.getvalue()
                 buffer.seek(0)
                 buffer.truncate()
